@@ -1,0 +1,195 @@
+"""One validated configuration object, shared by the daemon, the panel and the CLI.
+
+Every field carries a description; the panel reuses it as help text. Loading reports
+errors by key path with the allowed values; saving is atomic (temporary file, fsync,
+rename) and keeps the previous file as `<name>.bak`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+DEFAULT_PATH = Path("/etc/appliance/config.json")
+LANG_RE = re.compile(r"^[a-z]{2,3}$")
+
+
+class ConfigError(ValueError):
+    """A config file or value that does not validate; the message names each bad key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class RoomConfig(_Section):
+    id: str = Field("room1", pattern=r"^[A-Za-z0-9_-]{1,64}$", title="Room id",
+                    description="Used in MQTT topics: letters, digits, '-' and '_' (1-64).")
+    name: str = Field("Meeting room", max_length=120, title="Room name", description="Shown on displays and in the panel.")
+
+
+class LanguageConfig(_Section):
+    source: str = Field("auto", title="Source language",
+                        description="Language spoken in the room: 'auto' to detect per speaker turn, or an ISO 639-1 code.")
+    targets: list[str] = Field(default_factory=lambda: ["en", "pt"], title="Target languages",
+                               description="Caption languages published for displays (ISO 639-1 codes).")
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, v: str) -> str:
+        v = v.strip().lower()
+        if v != "auto" and not LANG_RE.match(v):
+            raise ValueError("must be 'auto' or a language code such as 'en'")
+        return v
+
+    @field_validator("targets")
+    @classmethod
+    def _targets(cls, v: list[str]) -> list[str]:
+        out: list[str] = []
+        for code in v:
+            code = code.strip().lower()
+            if not LANG_RE.match(code):
+                raise ValueError(f"'{code}' is not a language code such as 'en'")
+            if code not in out:
+                out.append(code)
+        return out
+
+
+class AudioConfig(_Section):
+    device: Optional[Union[int, str]] = Field(None, title="Microphone",
+                                              description="PortAudio input device, by index or (part of its) name; empty for the default.")
+    input_file: Optional[str] = Field(None, title="Input file",
+                                      description="Caption this WAV/FLAC file instead of a microphone (replays at real-time speed).")
+    reopen_interval_s: float = Field(2.0, gt=0, le=60, title="Re-open interval",
+                                     description="Seconds between attempts to re-open a lost microphone.")
+
+
+class VadConfig(_Section):
+    threshold: float = Field(0.5, gt=0, lt=1, description="Speech probability above which a frame counts as speech.")
+    min_speech_ms: int = Field(250, ge=0, le=5000, description="Shorter bursts are ignored.")
+    hangover_ms: int = Field(400, ge=0, le=5000, description="Silence that ends a segment.")
+    preroll_ms: int = Field(200, ge=0, le=2000, description="Audio kept before speech onset.")
+
+
+class AsrConfig(_Section):
+    model: str = Field("whisper-base", description="Speech-recognition model name (a folder under the models directory).")
+    beam_size: int = Field(1, ge=1, le=8, description="1 for greedy decoding; more for beam search.")
+    partial_interval_s: float = Field(0.5, ge=0.1, le=5, description="Seconds of new audio between partial captions.")
+    max_segment_s: float = Field(15.0, ge=2, le=30, description="Longest utterance before a final is forced (cut at a pause).")
+
+
+class TranslationConfig(_Section):
+    beam_size: int = Field(1, ge=1, le=8, description="1 for greedy decoding; more for beam search.")
+
+
+class BrokerConfig(_Section):
+    mode: Literal["embedded", "external"] = Field("embedded", title="Broker",
+                                                   description="'embedded' runs a broker on loopback; 'external' connects to host:port.")
+    host: str = Field("127.0.0.1", min_length=1, max_length=253, description="Broker host name or address.")
+    port: int = Field(1883, ge=1, le=65535, description="Broker MQTT port.")
+    ws_port: int = Field(9001, ge=1, le=65535, description="WebSocket port for browser displays (embedded broker).")
+    tls: bool = Field(False, description="Connect with TLS (mqtts).")
+    ca_file: Optional[str] = Field(None, description="CA certificate file for TLS; empty for the system store.")
+    cert_file: Optional[str] = Field(None, description="Client certificate file (optional).")
+    key_file: Optional[str] = Field(None, description="Client key file (optional).")
+    username: Optional[str] = Field(None, max_length=256, description="Broker user name.")
+    password: Optional[str] = Field(None, max_length=256, description="Broker password (write-only in the panel).")
+    client_id: Optional[str] = Field(None, max_length=128, description="MQTT client id; default appliance-<room>.")
+    keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keepalive in seconds.")
+    topic_prefix: str = Field("appliance", pattern=r"^[A-Za-z0-9_/-]{1,64}$", description="First level of every topic.")
+
+
+class PanelConfig(_Section):
+    host: str = Field("127.0.0.1", description="Address the config panel binds to (loopback by default).")
+    port: int = Field(8080, ge=1, le=65535, description="Config panel port.")
+
+
+class AcceleratorConfig(_Section):
+    providers: list[str] = Field(default_factory=lambda: ["cuda", "openvino", "coreml", "cpu"],
+                                 description="onnxruntime execution providers in order of preference; CPU is always the fallback.")
+    threads: int = Field(0, ge=0, le=256, description="Threads per model; 0 lets onnxruntime decide.")
+
+
+class Config(_Section):
+    room: RoomConfig = Field(default_factory=RoomConfig)
+    languages: LanguageConfig = Field(default_factory=LanguageConfig)
+    audio: AudioConfig = Field(default_factory=AudioConfig)
+    vad: VadConfig = Field(default_factory=VadConfig)
+    asr: AsrConfig = Field(default_factory=AsrConfig)
+    translation: TranslationConfig = Field(default_factory=TranslationConfig)
+    broker: BrokerConfig = Field(default_factory=BrokerConfig)
+    panel: PanelConfig = Field(default_factory=PanelConfig)
+    accelerator: AcceleratorConfig = Field(default_factory=AcceleratorConfig)
+    models_dir: Optional[str] = Field(None, description="Folder of built models; default: the project's models/ or /var/lib/appliance/models.")
+    state_dir: str = Field("/var/lib/appliance", description="Folder for the queue of unsent finals and other state.")
+
+
+def describe_errors(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif err["type"] == "literal_error":
+            msg = f"must be one of {err.get('ctx', {}).get('expected', '')}"
+        lines.append(f"{key}: {msg}")
+    return "; ".join(lines)
+
+
+def validate(data: dict) -> Config:
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(describe_errors(exc)) from None
+
+
+def load(path: str | os.PathLike | None = None) -> Config:
+    """Load and validate a config file; a missing file gives the defaults."""
+    path = Path(path) if path else DEFAULT_PATH
+    if not path.exists():
+        return Config()
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: not valid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be an object")
+    try:
+        return validate(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def save_atomic(config: Config, path: str | os.PathLike) -> None:
+    """Write the config atomically: temp file in the same folder, fsync, keep a .bak, rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(config.model_dump(mode="json"), indent=2, sort_keys=False) + "\n"
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if path.exists():
+            shutil.copy2(path, path.with_name(path.name + ".bak"))
+        os.replace(tmp, path)
+        dir_fd = os.open(path.parent, os.O_DIRECTORY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
