@@ -1,0 +1,46 @@
+import pytest
+
+from appliance.guards import asr_rejection, repeated_ngram, translation_rejection
+
+
+@pytest.mark.parametrize(
+    "text, logprob, nosp, dur, rejected",
+    [
+        ("The meeting will start at ten.", -0.2, 0.01, 2.5, False),
+        ("Thank you.", -0.9, 0.3, 1.0, True),
+        ("Thank you.", -0.1, 0.01, 1.5, True),  # short clip: Whisper's classic silence output
+        ("Thank you all for coming today to this meeting.", -0.2, 0.02, 3.0, False),
+        ("Subtitles by the Amara.org community", -0.3, 0.1, 4.0, True),
+        ("", -0.1, 0.0, 1.0, True),
+        ("Hello hello hello hello hello hello hello hello", -0.3, 0.0, 3.0, True),
+        ("we need to we need to we need to we need to", -0.3, 0.0, 4.0, True),
+        ("Something quiet", -1.5, 0.8, 1.0, True),
+        ("one two three four five six seven eight nine ten", -0.2, 0.0, 0.5, True),
+        ("one two three four five six seven eight nine ten", -0.2, 0.0, 4.0, False),
+    ],
+)
+def test_asr_rejection(text, logprob, nosp, dur, rejected):
+    assert (asr_rejection(text, avg_logprob=logprob, no_speech_prob=nosp, duration_s=dur) is not None) == rejected
+
+
+@pytest.mark.parametrize(
+    "src, out, rejected",
+    [
+        ("The meeting starts at ten.", "A reunião começa às dez.", False),
+        ("The meeting starts at ten.", "", True),
+        ("The meeting starts at ten o'clock today.", "Sim.", True),
+        ("Hello", "Olá", False),
+        ("We have 25 people here.", "Temos pessoas aqui.", True),
+        ("We have 25 people here.", "Temos 25 pessoas aqui.", False),
+        ("Good morning everyone.", "Bom dia a todos. Legendas pela comunidade Amara.org", True),
+        ("Yes, we agree on this.", "sim sim sim sim sim sim sim sim sim sim", True),
+    ],
+)
+def test_translation_rejection(src, out, rejected):
+    assert (translation_rejection(src, out) is not None) == rejected
+
+
+def test_repeated_ngram():
+    assert repeated_ngram("a b c a b c a b c".split())
+    assert not repeated_ngram("the cat sat on the mat".split())
+    assert not repeated_ngram("no no".split())
