@@ -101,12 +101,129 @@ def cmd_config_validate(args) -> int:
     return 0
 
 
+def cmd_config_reference(args) -> int:
+    from appliance.config import reference
+
+    print("| key | default | description |\n|---|---|---|")
+    for key, default, desc in reference():
+        print(f"| `{key}` | `{default}` | {desc} |")
+    return 0
+
+
 def _add_config(sub) -> None:
     p = sub.add_parser("config", help="check a config file")
     csub = p.add_subparsers(dest="config_cmd", required=True)
     v = csub.add_parser("validate", help="validate a config file and name every bad key")
     v.add_argument("path")
     v.set_defaults(func=cmd_config_validate)
+    r = csub.add_parser("reference", help="print the configuration reference (markdown)")
+    r.set_defaults(func=cmd_config_reference)
+
+
+# ---- transcribe ---------------------------------------------------------------------------------------------
+def _load_config(args):
+    from appliance import config
+
+    return config.load(args.config) if getattr(args, "config", None) else config.Config()
+
+
+def cmd_transcribe(args) -> int:
+    import json
+    import threading
+
+    from appliance import subtitles
+    from appliance.engines import load_engines
+    from appliance.runner import caption_file
+
+    cfg = _load_config(args)
+    update = {}
+    if args.source:
+        update["source"] = args.source
+    if args.targets is not None:
+        update["targets"] = [t for t in args.targets.split(",") if t.strip()]
+    if update:
+        cfg = cfg.model_validate({**cfg.model_dump(), "languages": {**cfg.languages.model_dump(), **update}})
+    if args.model:
+        cfg.asr.model = args.model
+    path = Path(args.file)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such audio file")
+    engines = load_engines(cfg, _models_dir(args))
+    events, lock = [], threading.Lock()
+
+    def sink(ev):
+        with lock:
+            events.append(ev)
+            if args.format == "jsonl":
+                print(ev.to_json(), flush=True)
+
+    pipeline = caption_file(cfg, engines, path, sink, realtime=args.realtime, partials=args.format == "jsonl")
+    if pipeline.errors:
+        print("appliance: error: " + "; ".join(pipeline.errors), file=sys.stderr)
+        return 1
+    if args.format != "jsonl":
+        writer = {"srt": subtitles.to_srt, "vtt": subtitles.to_vtt, "text": subtitles.to_text}[args.format]
+        langs = sorted({e.lang for e in events if e.final and e.text}, key=lambda l: (l not in cfg.languages.targets, l))
+        for lang in langs:
+            if len(langs) > 1:
+                print(f"==> {lang} <==")
+            print(writer(events, lang), end="" if args.format == "text" else "\n")
+    return 0
+
+
+def _add_transcribe(sub) -> None:
+    p = sub.add_parser("transcribe", help="caption an audio file with the same pipeline the daemon runs")
+    p.add_argument("file", help="WAV or FLAC file")
+    p.add_argument("--source", default=None, help="source language: auto (default) or a code such as en")
+    p.add_argument("--targets", default=None, help="comma-separated target languages, e.g. pt,en ('' for none)")
+    p.add_argument("--format", choices=["jsonl", "srt", "vtt", "text"], default="jsonl")
+    p.add_argument("--model", default=None, help="speech model name (default from config: whisper-base)")
+    p.add_argument("--config", default=None, help="config file (default: built-in defaults)")
+    p.add_argument("--realtime", action="store_true", help="replay at real-time speed (as a microphone would)")
+    p.set_defaults(func=cmd_transcribe)
+
+
+# ---- bench --------------------------------------------------------------------------------------------------
+def cmd_bench(args) -> int:
+    from appliance.bench import report
+
+    cfg = _load_config(args)
+    if args.model:
+        cfg.asr.model = args.model
+    if args.config is None:  # the benchmark's default room: auto source, both translation directions loaded
+        cfg.languages.targets = ["en", "pt"]
+    progress = (lambda m: print(m, file=sys.stderr, flush=True))
+    result: dict = {}
+    if args.part in ("all", "models"):
+        from appliance.bench import model_bench
+
+        result["models"] = model_bench.run(_models_dir(args), quick=args.quick, progress=progress)
+    if args.part in ("all", "pipeline"):
+        from appliance.bench import pipeline_bench
+
+        result["pipeline"] = pipeline_bench.run(cfg, _models_dir(args), quick=args.quick, progress=progress)
+    if args.json:
+        flat = dict(result.get("pipeline", {}))
+        if "models" in result:
+            flat["model_bench"] = result["models"]
+        print(report.to_json(flat))
+        return 0
+    if "models" in result:
+        for title, rows in result["models"].items():
+            print(f"\n{title}\n\n{report.table(rows)}")
+    if "pipeline" in result:
+        print("\n" + report.key_values(result["pipeline"], "pipeline (simulated real time)"))
+    return 0
+
+
+def _add_bench(sub) -> None:
+    p = sub.add_parser("bench", help="measure speed, memory and accuracy (tables; --json for machines)")
+    p.add_argument("part", nargs="?", choices=["all", "models", "pipeline"], default="all")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--quick", action="store_true", help="a few clips only (smoke run)")
+    p.add_argument("--model", default=None, help="speech model (default whisper-base)")
+    p.add_argument("--config", default=None, help="config file for the pipeline part")
+    p.set_defaults(func=cmd_bench)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -117,6 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_models(sub)
     _add_config(sub)
+    _add_transcribe(sub)
+    _add_bench(sub)
     # further subcommands are added below by the modules that own them
     return parser
 

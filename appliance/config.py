@@ -193,3 +193,19 @@ def save_atomic(config: Config, path: str | os.PathLike) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def reference() -> list[tuple[str, str, str]]:
+    """(key, default, description) for every field: the configuration reference (README, panel help)."""
+    rows: list[tuple[str, str, str]] = []
+
+    def walk(model: type[BaseModel], instance: BaseModel, prefix: str) -> None:
+        for name, info in model.model_fields.items():
+            value = getattr(instance, name)
+            if isinstance(value, BaseModel):
+                walk(type(value), value, f"{prefix}{name}.")
+            else:
+                rows.append((f"{prefix}{name}", json.dumps(value), info.description or ""))
+
+    walk(Config, Config(), "")
+    return rows

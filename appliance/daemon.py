@@ -1,0 +1,243 @@
+"""The supervisor: starts the stages (broker, publisher, models + pipeline, capture, panel), keeps them alive,
+applies config changes by restarting only the stage that changed, and shuts down cleanly on SIGTERM.
+
+Stage order follows the data: capture -> pipeline -> publisher. Each stage is built by one function
+here from the config; the stages themselves know nothing of each other.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from appliance import __version__, notify
+from appliance.config import Config, ConfigError
+from appliance.engines import Engines, check_languages, load_engines, mt_pairs
+from appliance.pipeline import Pipeline
+from appliance.runner import make_pipeline
+from appliance.status import Status
+
+log = logging.getLogger(__name__)
+
+WATCHDOG_STALL_S = 20.0  # a recognizer that has not taken audio for this long (with audio waiting) is stuck
+SAMPLE = Path(__file__).resolve().parent / "data" / "sample-en.flac"
+
+
+@dataclass
+class RunOptions:
+    config_path: Path | None
+    models_dir: Path
+    once: bool = False
+    input_file: Path | None = None
+    use_sample_without_mic: bool = False
+
+
+class Supervisor:
+    def __init__(self, cfg: Config, opts: RunOptions, extra_sink: Callable | None = None):
+        self.cfg = cfg
+        self.opts = opts
+        self.status = Status()
+        self.extra_sink = extra_sink
+        self.engines: Engines | None = None
+        self.pipeline: Pipeline | None = None
+        self.publisher = None
+        self.broker = None
+        self.capture = None
+        self.panel = None
+        self._capture_thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._input_done = threading.Event()
+        self._lock = threading.RLock()  # serialises config changes
+
+    # ---- stages ---------------------------------------------------------------------------------------------
+    def start_broker(self) -> None:
+        if self.cfg.broker.mode != "embedded":
+            return
+        from appliance.bus.broker import EmbeddedBroker
+
+        self.broker = EmbeddedBroker(host="127.0.0.1", port=self.cfg.broker.port, ws_port=self.cfg.broker.ws_port,
+                                     state_dir=Path(self.cfg.state_dir) / "broker")
+        self.broker.start()
+        log.info("embedded broker on 127.0.0.1:%d (WebSocket %d)", self.cfg.broker.port, self.cfg.broker.ws_port)
+
+    def start_publisher(self) -> None:
+        from appliance.bus.publisher import Publisher
+
+        self.publisher = Publisher(self.cfg.broker, room=self.cfg.room.id, state_dir=Path(self.cfg.state_dir),
+                                   on_state=self.status.set_broker_state)
+        self.publisher.start()
+        self.publisher.publish_detail(self._detail())
+
+    def _detail(self) -> dict:
+        return {"room": self.cfg.room.id, "name": self.cfg.room.name, "languages": self._languages_on_offer(),
+                "source": self.cfg.languages.source, "version": __version__,
+                "models": [m for m in self._model_names()], "started": self.status.started}
+
+    def _model_names(self) -> list[str]:
+        if not self.engines:
+            return []
+        return [self.engines.asr_manifest.name] + [m.name for m in self.engines.mt_manifests]
+
+    def _languages_on_offer(self) -> list[str]:
+        langs = list(self.cfg.languages.targets)
+        if self.cfg.languages.source != "auto" and self.cfg.languages.source not in langs:
+            langs.insert(0, self.cfg.languages.source)
+        return langs
+
+    def _usable_targets(self) -> Config:
+        """Drop targets with no route (logged, shown in status) so the rest keeps running."""
+        from appliance.modelstore import manifest as mf
+
+        asr_m = mf.read(self.opts.models_dir / self.cfg.asr.model)
+        pairs = mt_pairs(self.opts.models_dir).keys()
+        good = []
+        for t in self.cfg.languages.targets:
+            try:
+                check_languages(self.cfg.languages.source, [t], asr_m.languages, pairs, len(asr_m.languages) > 1)
+                good.append(t)
+            except ConfigError as exc:
+                log.error("%s; captions in '%s' are off until a model for it is installed", exc, t)
+                self.status.warn(str(exc))
+        cfg = self.cfg.model_copy(deep=True)
+        cfg.languages.targets = good
+        return cfg
+
+    def start_pipeline(self) -> None:
+        cfg = self._usable_targets()
+        self.engines = load_engines(cfg, self.opts.models_dir)
+        self.status.set_providers(self.engines.providers)
+        self.pipeline = make_pipeline(cfg, self.engines, self._sink, realtime=True)
+        self.status.pipeline = self.pipeline
+        self.pipeline.start()
+
+    def _sink(self, event) -> None:
+        self.status.add_caption(event)
+        if self.publisher is not None:
+            self.publisher.publish(event)
+        if self.extra_sink is not None:
+            self.extra_sink(event)
+
+    def _source(self):
+        from appliance.audio import FileSource, MicrophoneSource, list_input_devices
+
+        path = self.opts.input_file or (Path(self.cfg.audio.input_file) if self.cfg.audio.input_file else None)
+        if path is None and self.opts.use_sample_without_mic and not list_input_devices():
+            log.info("no microphone found: captioning the bundled sample %s", SAMPLE.name)
+            path = SAMPLE
+        if path is not None:
+            self.status.set_mic_state(f"file {path.name}")
+            return FileSource(path, realtime=True)
+        return MicrophoneSource(self.cfg.audio.device, reopen_interval_s=self.cfg.audio.reopen_interval_s,
+                                on_state=self.status.set_mic_state)
+
+    def start_capture(self) -> None:
+        self.capture = self._source()
+        self._capture_thread = threading.Thread(target=self._capture_loop, args=(self.capture,), name="capture", daemon=True)
+        self._capture_thread.start()
+
+    def _capture_loop(self, source) -> None:
+        try:
+            for chunk in source:
+                pipeline = self.pipeline
+                if pipeline is not None:
+                    pipeline.feed(chunk.samples)
+                self.status.set_input_level(chunk.samples)
+                if self._stop.is_set():
+                    break
+        except Exception as exc:
+            log.error("capture stopped: %s", exc)
+            self.status.warn(f"capture: {exc}")
+        finally:
+            self._input_done.set()
+
+    def stop_capture(self) -> None:
+        if self.capture is not None:
+            self.capture.close()
+        if self._capture_thread is not None:
+            self._capture_thread.join(5)
+        self.capture = None
+        self._input_done.clear()
+
+    def start_panel(self) -> None:
+        from appliance.panel import serve
+
+        self.panel = serve(self)
+
+    # ---- config changes -------------------------------------------------------------------------------------
+    def apply_config(self, new: Config) -> list[str]:
+        """Restart only the stages whose settings changed; returns their names."""
+        with self._lock:
+            old, self.cfg = self.cfg, new
+            changed = [s for s in ("room", "languages", "audio", "vad", "asr", "translation", "broker", "accelerator")
+                       if getattr(old, s) != getattr(new, s)]
+            restarted = []
+            if {"broker", "room"} & set(changed):
+                if self.publisher:
+                    self.publisher.stop()
+                if "broker" in changed and self.broker:
+                    self.broker.stop()
+                    self.broker = None
+                    self.start_broker()
+                self.start_publisher()
+                restarted.append("publisher")
+            if {"languages", "vad", "asr", "translation", "accelerator"} & set(changed):
+                old_pipeline = self.pipeline
+                self.start_pipeline()  # new pipeline takes audio from now on; the old one finishes what it has
+                if old_pipeline is not None:
+                    threading.Thread(target=old_pipeline.stop, name="pipeline-drain", daemon=True).start()
+                restarted.append("pipeline")
+                if self.publisher:
+                    self.publisher.publish_detail(self._detail())
+            if "audio" in changed:
+                self.stop_capture()
+                self.start_capture()
+                restarted.append("capture")
+            log.info("config applied: changed %s, restarted %s", changed or "nothing", restarted or "nothing")
+            return restarted
+
+    # ---- main loop ------------------------------------------------------------------------------------------
+    def healthy(self) -> bool:
+        p = self.pipeline
+        if p is None or p.errors:
+            return False
+        return not (p.backlog_s() > 5 and time.monotonic() - self.status.last_progress > WATCHDOG_STALL_S)
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, lambda *_: self._stop.set())
+        signal.signal(signal.SIGINT, lambda *_: self._stop.set())
+        self.start_broker()
+        self.start_publisher()
+        self.start_pipeline()
+        self.start_capture()
+        if not self.opts.once:
+            self.start_panel()
+        notify.ready(f"captioning room {self.cfg.room.id}")
+        while not self._stop.is_set():
+            if self.opts.once and self._input_done.is_set():
+                break
+            self.status.tick()
+            if self.healthy():
+                notify.watchdog()
+            notify.status(self.status.summary())
+            self._stop.wait(1.0)
+        return self.shutdown()
+
+    def shutdown(self) -> int:
+        notify.stopping()
+        log.info("stopping: capture, then flushing finals")
+        self.stop_capture()
+        if self.pipeline is not None:
+            self.pipeline.stop(timeout=60)
+        if self.publisher is not None:
+            self.publisher.stop()  # waits for queued finals, publishes the clean-exit status
+        if self.panel is not None:
+            self.panel.shutdown()
+        if self.broker is not None:
+            self.broker.stop()
+        log.info("stopped")
+        return 0

@@ -1,0 +1,355 @@
+"""The speech pipeline: audio chunks -> voice activity -> streaming recognition -> translation -> caption events.
+
+Threads and bounded queues; each worker owns its state (no locks on stream state):
+  capture thread  --audio queue (bounded, drops oldest with a counter)-->  recognizer thread
+  recognizer      --caption queue (partials dropped when full, finals never)-->  translator thread
+  translator      --> sink(CaptionEvent)   (the publisher, a collector, a printer...)
+The recognizer skips partials when it falls behind (audio backlog) and never skips a final.
+This module imports no MQTT and no Flask.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+import numpy as np
+
+from appliance import guards
+from appliance.asr.stable import StablePrefix
+from appliance.captions import layout
+from appliance.events import CaptionEvent
+from appliance.routes import Route, find_route
+
+log = logging.getLogger(__name__)
+
+SR = 16000
+AUDIO_QUEUE_SECONDS = 30.0  # capture keeps this much audio waiting before dropping the oldest
+BEHIND_SECONDS = 1.0  # audio backlog above which partials are skipped
+MIN_PARTIAL_AUDIO_S = 0.6  # no partial before this much speech
+LANG_DETECT_MIN_S = 1.0  # auto language: detect once this much speech is in, then lock for the turn
+CUT_SEARCH_S = 4.0  # when a segment reaches max length, cut at the quietest point of its last seconds
+_STOP = object()
+
+
+@dataclass
+class Stats:
+    """Counters and latencies the status page and the benchmark read (written by the workers only)."""
+
+    audio_s: float = 0.0
+    busy_s: float = 0.0
+    partials: int = 0
+    partials_skipped: int = 0
+    finals: int = 0
+    rejected: int = 0
+    mt_rejected: int = 0
+    audio_dropped_chunks: int = 0
+    behind: bool = False
+    final_latency_s: list[float] = field(default_factory=list)
+    first_partial_s: list[float] = field(default_factory=list)
+    mt_ms: list[float] = field(default_factory=list)
+    translated_extra_s: list[float] = field(default_factory=list)
+
+    @property
+    def rtf(self) -> float:
+        return self.busy_s / self.audio_s if self.audio_s else 0.0
+
+
+@dataclass
+class _Utterance:
+    id: str
+    start: float  # audio time of the first sample
+    onset_wall: float  # wall time when speech onset was captured
+    chunks: list[np.ndarray] = field(default_factory=list)
+    samples: int = 0
+    language: str | None = None
+    decoded_at: int = 0  # sample count at the last partial decode
+    stable: StablePrefix = field(default_factory=StablePrefix)
+    first_partial_done: bool = False
+
+    def audio(self) -> np.ndarray:
+        if len(self.chunks) > 1:
+            self.chunks = [np.concatenate(self.chunks)]
+        return self.chunks[0] if self.chunks else np.zeros(0, np.float32)
+
+    @property
+    def seconds(self) -> float:
+        return self.samples / SR
+
+
+@dataclass(frozen=True)
+class _SourceCaption:
+    """Recognizer -> translator hand-over."""
+
+    utt_id: str
+    final: bool
+    lang: str
+    text: str  # full text (finals) or stable prefix (partials) to translate
+    start: float
+    end: float
+    english: str | None  # Whisper's translate-task output when a route needs it (finals only)
+    speech_end_wall: float
+    asr_s: float
+    emitted_mono: float = 0.0
+
+
+class Pipeline:
+    """Feed audio with `feed()`; caption events come out of `sink`. `start()` / `stop()` the workers."""
+
+    def __init__(self, *, asr, segmenter, translators: dict[tuple[str, str], object], sink: Callable[[CaptionEvent], None],
+                 source_lang: str = "auto", targets: Iterable[str] = (), beam_size: int = 1, mt_beam_size: int = 1,
+                 partial_interval_s: float = 0.5, max_segment_s: float = 15.0, partials: bool = True,
+                 skip_when_behind: bool = True):
+        self.asr = asr
+        self.segmenter = segmenter
+        self.translators = dict(translators)
+        self.sink = sink
+        self.source_lang = source_lang
+        self.targets = list(targets)
+        self.beam_size = beam_size
+        self.mt_beam_size = mt_beam_size
+        self.partial_interval = int(partial_interval_s * SR)
+        self.max_segment = int(max_segment_s * SR)
+        self.partials = partials
+        self.skip_when_behind = skip_when_behind
+        self.stats = Stats()
+        self._audio_q: queue.Queue = queue.Queue(maxsize=max(8, int(AUDIO_QUEUE_SECONDS * SR / 512)))
+        self._caption_q: queue.Queue = queue.Queue(maxsize=64)
+        self._ids = itertools.count(1)
+        self._id_prefix = f"{int(time.time() * 1000):x}"
+        self._revs: dict[tuple[str, str], int] = {}
+        self._threads: list[threading.Thread] = []
+        self._utt: _Utterance | None = None
+        self._last_translated: dict[tuple[str, str], str] = {}
+        self.errors: list[str] = []
+
+    # ---- wiring ---------------------------------------------------------------------------------------------
+    def routes(self, source: str) -> dict[str, Route | None]:
+        return {t: find_route(source, t, self.translators.keys(), whisper_to_english=self._can_translate_task())
+                for t in self.targets}
+
+    def _can_translate_task(self) -> bool:
+        return bool(getattr(self.asr, "multilingual", True))
+
+    def start(self) -> None:
+        self._threads = [threading.Thread(target=self._recognizer, name="recognizer", daemon=True),
+                         threading.Thread(target=self._translator, name="translator", daemon=True)]
+        for t in self._threads:
+            t.start()
+
+    def feed(self, samples: np.ndarray, wall: float | None = None, *, block: bool = False) -> None:
+        """Called by capture: never blocks. When the recognizer is far behind, the oldest audio is dropped and counted.
+
+        `block=True` is for files read faster than real time: wait for room instead of dropping.
+        """
+        item = (samples, time.monotonic() if wall is None else wall)
+        if block:
+            self._audio_q.put(item)
+            return
+        while True:
+            try:
+                self._audio_q.put_nowait(item)
+                return
+            except queue.Full:
+                try:
+                    self._audio_q.get_nowait()
+                    self.stats.audio_dropped_chunks += 1
+                except queue.Empty:
+                    pass
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Finish what was fed (the open utterance becomes a final), then stop the workers."""
+        self._audio_q.put(_STOP)
+        for t in self._threads:
+            t.join(timeout)
+
+    def backlog_s(self) -> float:
+        return self._audio_q.qsize() * 512 / SR
+
+    # ---- recognizer -----------------------------------------------------------------------------------------
+    def _recognizer(self) -> None:
+        try:
+            while True:
+                item = self._audio_q.get()
+                if item is _STOP:
+                    if self._utt is not None:
+                        self._finalise(self._utt, time.monotonic())
+                        self._utt = None
+                    self._caption_q.put(_STOP)
+                    return
+                samples, wall = item
+                t0 = time.perf_counter()
+                self.stats.audio_s += len(samples) / SR
+                for ev in self.segmenter.process(samples):
+                    self._on_vad(ev, wall)
+                self.stats.busy_s += time.perf_counter() - t0
+        except Exception as exc:  # a crashed worker must be visible, not silent
+            log.exception("recognizer failed")
+            self.errors.append(f"recognizer: {exc}")
+            self._caption_q.put(_STOP)
+
+    def _on_vad(self, ev, wall: float) -> None:
+        if ev.kind == "start":
+            self._utt = _Utterance(id=f"{self._id_prefix}-{next(self._ids)}", start=ev.start, onset_wall=wall,
+                                   language=None if self.source_lang == "auto" else self.source_lang)
+        utt = self._utt
+        if utt is None:
+            return
+        if len(ev.samples):
+            utt.chunks.append(ev.samples)
+            utt.samples += len(ev.samples)
+        if ev.kind == "end":
+            self._finalise(utt, wall)
+            self._utt = None
+        elif utt.samples >= self.max_segment:
+            self._cut(utt, wall)
+        elif self.partials and utt.samples - utt.decoded_at >= self.partial_interval and utt.seconds >= MIN_PARTIAL_AUDIO_S:
+            if self.skip_when_behind and self.backlog_s() > BEHIND_SECONDS:
+                self.stats.partials_skipped += 1
+                utt.decoded_at = utt.samples
+                if not self.stats.behind:
+                    log.warning("recognition is behind real time (%.1f s backlog): skipping partials", self.backlog_s())
+                self.stats.behind = True
+            else:
+                self.stats.behind = False
+                self._partial(utt, wall)
+
+    def _lock_language(self, utt: _Utterance, audio: np.ndarray) -> str:
+        if utt.language is None:
+            ranked = self.asr.detect_language(audio)
+            utt.language = ranked[0][0]
+            log.info("utterance %s: language %s (p=%.2f), locked for the turn", utt.id, utt.language, ranked[0][1])
+        return utt.language
+
+    def _partial(self, utt: _Utterance, wall: float) -> None:
+        audio = utt.audio()
+        if utt.language is None and utt.seconds < LANG_DETECT_MIN_S:
+            return
+        utt.decoded_at = utt.samples
+        lang = self._lock_language(utt, audio)
+        t0 = time.perf_counter()
+        result = self.asr.transcribe(audio, language=lang, task="transcribe", beam_size=1)
+        asr_s = time.perf_counter() - t0
+        if guards.asr_rejection(result.text, avg_logprob=result.avg_logprob, no_speech_prob=result.no_speech_prob,
+                                duration_s=utt.seconds):
+            return
+        stable, tail = utt.stable.update(result.text.split())
+        text = " ".join(stable + tail)
+        end = utt.start + utt.seconds
+        self._emit(utt.id, False, lang, lang, text, utt.start, end, {"asr": asr_s})
+        self.stats.partials += 1
+        if not utt.first_partial_done:
+            utt.first_partial_done = True
+            self.stats.first_partial_s.append(time.monotonic() - utt.onset_wall)
+        self._to_translator(_SourceCaption(utt.id, False, lang, " ".join(stable), utt.start, end, None, wall, asr_s))
+
+    def _finalise(self, utt: _Utterance, speech_end_wall: float) -> None:
+        audio = utt.audio()
+        if len(audio) < SR * 0.2:
+            return
+        lang = self._lock_language(utt, audio)
+        t0 = time.perf_counter()
+        result = self.asr.transcribe(audio, language=lang, task="transcribe", beam_size=self.beam_size)
+        reason = guards.asr_rejection(result.text, avg_logprob=result.avg_logprob, no_speech_prob=result.no_speech_prob,
+                                      duration_s=utt.seconds)
+        if reason:
+            self.stats.rejected += 1
+            log.info("utterance %s rejected: %s", utt.id, reason)
+            if utt.first_partial_done:  # retract the provisional caption
+                self._emit(utt.id, True, lang, lang, "", utt.start, utt.start + utt.seconds, {})
+            return
+        english = None
+        if lang != "en" and any(r and r[0].engine == "whisper" for r in self.routes(lang).values()):
+            english = self.asr.transcribe(audio, language=lang, task="translate", beam_size=self.beam_size).text.strip()
+        asr_s = time.perf_counter() - t0
+        end = utt.start + utt.seconds
+        text = result.text.strip()
+        self._emit(utt.id, True, lang, lang, text, utt.start, end, {"asr": asr_s})
+        self.stats.finals += 1
+        self.stats.final_latency_s.append(time.monotonic() - speech_end_wall)
+        self._caption_q.put(_SourceCaption(utt.id, True, lang, text, utt.start, end, english, speech_end_wall, asr_s,
+                                           time.monotonic()))
+
+    def _cut(self, utt: _Utterance, wall: float) -> None:
+        """Force a final on a long monologue, cut at the quietest 100 ms of its last seconds."""
+        audio = utt.audio()
+        search = audio[-int(CUT_SEARCH_S * SR):]
+        frame = SR // 10
+        energies = [float(np.mean(search[i:i + frame] ** 2)) for i in range(0, len(search) - frame + 1, frame // 2)]
+        cut = len(audio) - len(search) + int(np.argmin(energies)) * (frame // 2) + frame // 2 if energies else len(audio)
+        head, rest = audio[:cut], audio[cut:]
+        utt.chunks, utt.samples = [head], len(head)
+        self._finalise(utt, wall)
+        nxt = _Utterance(id=f"{self._id_prefix}-{next(self._ids)}", start=utt.start + cut / SR, onset_wall=wall,
+                         language=utt.language)
+        nxt.chunks, nxt.samples = [rest], len(rest)
+        self._utt = nxt
+
+    def _to_translator(self, cap: _SourceCaption) -> None:
+        try:
+            self._caption_q.put_nowait(cap)
+        except queue.Full:
+            self.stats.partials_skipped += 1  # partial translations are the first thing to go
+
+    # ---- translator -----------------------------------------------------------------------------------------
+    def _translator(self) -> None:
+        while True:
+            cap = self._caption_q.get()
+            if cap is _STOP:
+                return
+            try:
+                self._translate(cap)
+            except Exception as exc:
+                log.exception("translation of utterance %s failed", cap.utt_id)
+                self.errors.append(f"translator: {exc}")
+
+    def _translate(self, cap: _SourceCaption) -> None:
+        if not cap.final and not cap.text:
+            return
+        for target, route in self.routes(cap.lang).items():
+            if not route:
+                continue  # same language (published by the recognizer) or no route (reported at start)
+            key = (cap.utt_id, target)
+            if not cap.final and self._last_translated.get(key) == cap.text:
+                continue  # stable prefix unchanged: nothing new to show
+            t0 = time.perf_counter()
+            text = cap.text
+            for hop in route:
+                if hop.engine == "whisper":
+                    if cap.english is None:
+                        text = ""
+                        break
+                    text = cap.english
+                else:
+                    text = self.translators[(hop.source, hop.target)].translate([text], beam_size=self.mt_beam_size)[0]
+            mt_s = time.perf_counter() - t0
+            if not text:
+                continue
+            reason = guards.translation_rejection(cap.text, text) if route[-1].engine == "mt" else None
+            if reason:
+                self.stats.mt_rejected += 1
+                log.info("translation %s->%s of utterance %s rejected (%s): %r", cap.lang, target, cap.utt_id, reason, text)
+                continue
+            self._last_translated[key] = cap.text
+            self._emit(cap.utt_id, cap.final, target, cap.lang, text, cap.start, cap.end, {"asr": cap.asr_s, "mt": mt_s})
+            if cap.final:
+                self.stats.mt_ms.append(mt_s * 1000)
+                self.stats.translated_extra_s.append(time.monotonic() - cap.emitted_mono)
+                self._last_translated.pop(key, None)
+
+    # ---- events ---------------------------------------------------------------------------------------------
+    def _emit(self, utt_id: str, final: bool, lang: str, source_lang: str, text: str, start: float, end: float,
+              latency: dict) -> None:
+        key = (utt_id, lang)
+        rev = self._revs.get(key, 0) + 1
+        self._revs[key] = rev
+        if final:
+            self._revs.pop(key, None)
+        self.sink(CaptionEvent(id=utt_id, rev=rev, final=final, lang=lang, source_lang=source_lang, text=text,
+                               lines=layout(text), start=round(start, 3), end=round(end, 3), emitted=time.time(),
+                               latency={k: round(v, 4) for k, v in latency.items()}))
