@@ -1,0 +1,186 @@
+"""The Flask app factory: security (first-run password, login, CSRF, rate limit, headers) and error handlers.
+
+Pages live in views.py, the JSON API in api.py. The panel reads `Status` and writes the config file;
+applying a saved config is the daemon's job (`on_config_saved`), run on the Applier's thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from flask import Flask, jsonify, redirect, render_template, request, session, url_for
+from werkzeug.exceptions import HTTPException
+
+from appliance.config import Config
+from appliance.panel.apply import Applier
+from appliance.panel.auth import AdminStore, RateLimiter, host_allowed, new_csrf_token, same_token
+from appliance.status import Status
+
+log = logging.getLogger(__name__)
+
+UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+PUBLIC_ENDPOINTS = {"static", "views.login", "views.setup", "api.healthz", "api.metrics"}
+DISPLAY_ENDPOINTS = "display."  # the room display page (appliance.display.web) is public, like a screen on the wall
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+       "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+LOGIN_LIMIT, LOGIN_WINDOW_S = 5, 60.0
+APPLIED_NOTICE_S = 15.0  # an 'applied' notice shows this long; 'applying' and 'failed' stay
+
+
+class PanelContext:
+    """Everything the views need, hung on app.extensions['appliance_panel']."""
+
+    def __init__(self, *, config_path: Path, status: Status, models_dir: Path, admin: AdminStore, applier: Applier,
+                 device_lister: Callable[[], list] | None, health: Callable[[], tuple[bool, list[str]]],
+                 metrics_public: bool):
+        self.config_path = config_path
+        self.status = status
+        self.models_dir = models_dir
+        self.admin = admin
+        self.applier = applier
+        self.device_lister = device_lister
+        self.health = health
+        self.metrics_public = metrics_public
+        self.login_limiter = RateLimiter(LOGIN_LIMIT, LOGIN_WINDOW_S)
+        self.save_lock = threading.Lock()  # one load-modify-save at a time
+
+
+def create_app(config_path: str | os.PathLike, status: Status, *, models_dir: str | os.PathLike,
+               on_config_saved: Callable[[Config], Any] | None = None, admin_file: str | os.PathLike,
+               device_lister: Callable[[], list] | None = None,
+               health: Callable[[], tuple[bool, list[str]]] | None = None, metrics_public: bool = False,
+               allowed_hosts: Iterable[str] = ()) -> Flask:
+    """The config panel.
+
+    config_path      the config file the panel edits (written with config.save_atomic)
+    status           the daemon's live Status (read only)
+    models_dir       where the installed models are (manifests are read for language and model choices)
+    on_config_saved  called on a worker thread with the new, validated Config after each save
+    admin_file       hashed admin password + session key (created 0600 at first run)
+    device_lister    () -> [{"index", "name", "channels", "default_rate"}]; default appliance.audio.list_input_devices
+    health           () -> (healthy, problems) for /healthz; default status.health
+    metrics_public   serve /metrics to every address, not only loopback
+    allowed_hosts    DNS names (besides IP literals, single-label and .local/.lan names) the panel answers to
+    """
+    from appliance.panel import api, views
+
+    app = Flask(__name__, static_folder="static", template_folder="templates")
+    admin = AdminStore(admin_file)
+    ctx = PanelContext(config_path=Path(config_path), status=status, models_dir=Path(models_dir), admin=admin,
+                       applier=Applier(on_config_saved), device_lister=device_lister,
+                       health=health or status.health, metrics_public=metrics_public)
+    app.extensions["appliance_panel"] = ctx
+    # the session key is made once and kept in admin_file at first run, so sessions survive restarts
+    app.config.update(SECRET_KEY=admin.secret_key, SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Strict",
+                      SESSION_COOKIE_NAME="appliance_session", PERMANENT_SESSION_LIFETIME=timedelta(hours=12),
+                      MAX_CONTENT_LENGTH=256 * 1024, PROPAGATE_EXCEPTIONS=False, TRAP_HTTP_EXCEPTIONS=False,
+                      JSON_SORT_KEYS=False, TEMPLATES_AUTO_RELOAD=False)
+    app.register_blueprint(views.bp)
+    app.register_blueprint(api.bp)
+    _mount_display(app)
+
+    extra_hosts = frozenset(h.strip().lower().rstrip(".") for h in allowed_hosts)
+
+    @app.before_request
+    def guard():
+        if not host_allowed(request.host, extra_hosts):
+            return (f"Host '{request.host}' refused: open the panel by its address or local name "
+                    "(DNS rebinding protection)", 400, {"Content-Type": "text/plain; charset=utf-8"})
+        endpoint = request.endpoint or ""
+        wants_json = request.path.startswith("/api/")
+        protected = endpoint not in PUBLIC_ENDPOINTS and not endpoint.startswith(DISPLAY_ENDPOINTS)
+        if protected or endpoint in ("views.login", "views.setup"):
+            try:
+                admin.is_set
+            except ValueError as exc:  # a damaged admin file: say which and how to recover
+                return render_template("error.html", code=500, message=str(exc), logged_in=False), 500
+        if protected:
+            if not admin.is_set:
+                if wants_json:
+                    return jsonify(error="set the admin password first: open the panel in a browser"), 401
+                return redirect(url_for("views.setup"), code=303)
+            if not logged_in():
+                if wants_json:
+                    return jsonify(error="login required"), 401
+                return redirect(url_for("views.login", next=request.path), code=303)
+        if request.method in UNSAFE_METHODS:
+            given = request.headers.get("X-CSRF-Token") or request.form.get("csrf_token")
+            if not same_token(session.get("csrf"), given):
+                msg = "missing or invalid CSRF token: reload the page and try again"
+                if wants_json:
+                    return jsonify(error=msg), 400
+                return render_template("error.html", code=400, message=msg), 400
+        return None
+
+    def logged_in() -> bool:
+        try:
+            return session.get("user") == "admin" and session.get("epoch") == admin.epoch
+        except ValueError:  # damaged admin file: nobody is logged in until it is fixed
+            return False
+
+    @app.context_processor
+    def inject():
+        if "csrf" not in session:
+            session["csrf"] = new_csrf_token()
+        apply = ctx.applier.state()
+        apply["show"] = apply["state"] in ("applying", "failed") or (
+            apply["state"] == "applied" and time.time() - apply["at"] < APPLIED_NOTICE_S)
+        return {"csrf_token": session["csrf"], "logged_in": logged_in(), "pages": views.PAGES, "apply_state": apply}
+
+    @app.after_request
+    def headers(resp):
+        h = resp.headers
+        h.setdefault("Content-Security-Policy", CSP)
+        h["X-Frame-Options"] = "DENY"
+        h["X-Content-Type-Options"] = "nosniff"
+        h["Referrer-Policy"] = "no-referrer"
+        h["Permissions-Policy"] = "camera=(), microphone=(), geolocation=(), interest-cohort=()"
+        h["Cross-Origin-Opener-Policy"] = "same-origin"
+        h["Cross-Origin-Resource-Policy"] = "same-origin"
+        if request.endpoint != "static" and not (request.endpoint or "").startswith(DISPLAY_ENDPOINTS):
+            h["Cache-Control"] = "no-store"
+        return resp
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):
+        message = exc.description or exc.name
+        if exc.code == 413:
+            message = "the request is too large"
+        if request.path.startswith("/api/") or request.path in ("/healthz", "/metrics"):
+            return jsonify(error=f"{exc.code} {exc.name}: {message}"), exc.code
+        return render_template("error.html", code=exc.code, message=f"{exc.name}: {message}"), exc.code
+
+    @app.errorhandler(Exception)
+    def crash(exc: Exception):
+        log.exception("panel request %s %s failed", request.method, request.path)
+        message = "internal error: the details are in the appliance log (journalctl -u appliance)"
+        if request.path.startswith("/api/"):
+            return jsonify(error=message), 500
+        try:
+            return render_template("error.html", code=500, message=message), 500
+        except Exception:
+            return message, 500, {"Content-Type": "text/plain; charset=utf-8"}
+
+    return app
+
+
+def _mount_display(app: Flask) -> None:
+    """Serve the web room display at /display/ when its module is installed (it sets its own CSP)."""
+    try:
+        from appliance.display.web import blueprint
+    except ImportError as exc:
+        log.info("room display not served by the panel: %s", exc)
+        return
+    app.register_blueprint(blueprint(), url_prefix="/display")
+
+
+def context(app: Flask | None = None) -> PanelContext:
+    from flask import current_app
+
+    return (app or current_app).extensions["appliance_panel"]

@@ -1,0 +1,178 @@
+"""Panel security pieces: the admin password file, login rate limiting, CSRF tokens, loopback checks."""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import json
+import os
+import secrets
+import threading
+import time
+from collections import deque
+from pathlib import Path
+
+from werkzeug.security import check_password_hash, generate_password_hash
+
+MIN_PASSWORD = 8
+MAX_PASSWORD = 256
+
+
+class AdminStore:
+    """The admin password (hashed) and the session signing key, in one 0600 JSON file.
+
+    `epoch` changes with every password change, which ends every existing session.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._data: dict | None = None
+        self._fallback_key = secrets.token_hex(32)  # signs sessions before the first password is set
+
+    def _read(self) -> dict | None:
+        if self._data is None and self.path.is_file():
+            try:
+                data = json.loads(self.path.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                raise ValueError(f"{self.path}: unreadable ({exc}); delete it to set a new admin password") from None
+            if not isinstance(data, dict) or "password_hash" not in data:
+                raise ValueError(f"{self.path}: not an admin file; delete it to set a new admin password")
+            self._data = data
+        return self._data
+
+    @property
+    def is_set(self) -> bool:
+        return self._read() is not None
+
+    @property
+    def secret_key(self) -> str:
+        data = self._read()
+        return data["secret_key"] if data else self._fallback_key
+
+    @property
+    def epoch(self) -> str | None:
+        data = self._read()
+        return data["epoch"] if data else None
+
+    def set_password(self, password: str, *, first_run: bool) -> None:
+        """Hash and store; `first_run` refuses when a password already exists (two people racing the set-up)."""
+        problem = password_problem(password)
+        if problem:
+            raise ValueError(problem)
+        with self._lock:
+            current = self._read()
+            if first_run and current is not None:
+                raise PermissionError("the admin password is already set; log in instead")
+            data = {"version": 1, "password_hash": generate_password_hash(password),
+                    "secret_key": current["secret_key"] if current else self._fallback_key,
+                    "epoch": secrets.token_hex(8), "changed": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            _write_private(self.path, json.dumps(data, indent=2) + "\n")
+            self._data = data
+
+    def check(self, password: str) -> bool:
+        data = self._read()
+        return bool(data) and check_password_hash(data["password_hash"], password or "")
+
+
+def password_problem(password: str) -> str | None:
+    if len(password or "") < MIN_PASSWORD:
+        return f"the password needs at least {MIN_PASSWORD} characters"
+    if len(password) > MAX_PASSWORD:
+        return f"the password may have at most {MAX_PASSWORD} characters"
+    return None
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Atomic write of a file only its owner can read (0600 from creation, never wider)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if tmp.exists():
+            tmp.unlink()
+        raise
+
+
+class RateLimiter:
+    """At most `limit` failures per `window_s` per key (client address); then blocked until the oldest expires."""
+
+    def __init__(self, limit: int = 5, window_s: float = 60.0, clock=time.monotonic):
+        self.limit, self.window_s, self.clock = limit, window_s, clock
+        self._fails: dict[str, deque] = {}
+        self._lock = threading.Lock()
+
+    def _prune(self, key: str, now: float) -> deque:
+        q = self._fails.setdefault(key, deque())
+        while q and now - q[0] >= self.window_s:
+            q.popleft()
+        return q
+
+    def retry_after(self, key: str) -> float:
+        """0 when allowed now, else seconds to wait."""
+        with self._lock:
+            now = self.clock()
+            q = self._prune(key, now)
+            if len(q) < self.limit:
+                return 0.0
+            return max(0.0, self.window_s - (now - q[0]))
+
+    def fail(self, key: str) -> None:
+        with self._lock:
+            now = self.clock()
+            self._prune(key, now).append(now)
+            if len(self._fails) > 10000:  # bounded: forget quiet addresses
+                for k in [k for k, q in self._fails.items() if not q]:
+                    del self._fails[k]
+
+    def reset(self, key: str) -> None:
+        with self._lock:
+            self._fails.pop(key, None)
+
+
+def new_csrf_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def same_token(expected: str | None, given: str | None) -> bool:
+    return bool(expected) and bool(given) and hmac.compare_digest(str(expected), str(given))
+
+
+LOCAL_SUFFIXES = (".local", ".lan", ".home.arpa", ".internal", ".localdomain")
+
+
+def host_allowed(host_header: str | None, extra: frozenset[str] = frozenset()) -> bool:
+    """Against DNS rebinding: answer to IP literals, single-label names, local suffixes and `extra` names only.
+
+    A page on a public domain that rebinds its name to this device still sends that public name as Host.
+    """
+    host = (host_header or "").strip().lower()
+    if host.startswith("["):  # [v6]:port
+        host = host[1:host.find("]")] if "]" in host else host
+    elif host.count(":") == 1:
+        host = host.rsplit(":", 1)[0]
+    host = host.rstrip(".")
+    if not host:
+        return False
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        pass
+    return "." not in host or host.endswith(LOCAL_SUFFIXES) or host in extra
+
+
+def is_loopback(addr: str | None) -> bool:
+    try:
+        ip = ipaddress.ip_address((addr or "").split("%")[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback
