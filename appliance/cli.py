@@ -226,6 +226,90 @@ def _add_bench(sub) -> None:
     p.set_defaults(func=cmd_bench)
 
 
+# ---- run / demo ---------------------------------------------------------------------------------------------
+def _apply_run_flags(cfg, args):
+    from urllib.parse import urlparse
+
+    from appliance import config
+
+    data = cfg.model_dump()
+    if args.room:
+        data["room"]["id"] = args.room
+    if args.broker:
+        if args.broker == "embedded":
+            data["broker"]["mode"] = "embedded"
+        else:
+            url = urlparse(args.broker)
+            if url.scheme not in ("mqtt", "mqtts") or not url.hostname:
+                raise config.ConfigError(f"--broker {args.broker}: use mqtt://host:port, mqtts://host:port or embedded")
+            data["broker"].update(mode="external", host=url.hostname, tls=url.scheme == "mqtts",
+                                  port=url.port or (8883 if url.scheme == "mqtts" else 1883))
+            if url.username:
+                data["broker"]["username"] = url.username
+            if url.password:
+                data["broker"]["password"] = url.password
+    if args.panel:
+        host, _, port = args.panel.rpartition(":")
+        if not host or not port.isdigit():
+            raise config.ConfigError(f"--panel {args.panel}: use HOST:PORT, e.g. 127.0.0.1:8080")
+        data["panel"].update(host=host, port=int(port))
+    if args.device is not None:
+        data["audio"]["device"] = int(args.device) if args.device.isdigit() else args.device
+    if getattr(args, "state_dir", None):
+        data["state_dir"] = args.state_dir
+    return config.validate(data)
+
+
+def cmd_run(args, *, demo: bool = False) -> int:
+    from appliance import config
+    from appliance.daemon import RunOptions, Supervisor
+
+    path = Path(args.config) if args.config else (config.DEFAULT_PATH if not demo else _demo_config_path())
+    cfg = _apply_run_flags(config.load(path), args)
+    if args.input and not Path(args.input).is_file():
+        raise FileNotFoundError(f"--input {args.input}: no such audio file")
+    opts = RunOptions(config_path=path, models_dir=_models_dir(args), once=args.once,
+                      input_file=Path(args.input) if args.input else None, use_sample_without_mic=demo)
+    printer = None
+    if demo:
+        from appliance.display.terminal import caption_printer
+
+        printer = caption_printer(cfg.languages.targets)
+    return Supervisor(cfg, opts, extra_sink=printer).run()
+
+
+def _demo_config_path() -> Path:
+    import os
+
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return Path(base) / "appliance" / "demo.json"
+
+
+def cmd_demo(args) -> int:
+    import os
+
+    if not args.state_dir:
+        base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+        args.state_dir = str(Path(base) / "appliance-demo")
+    return cmd_run(args, demo=True)
+
+
+def _add_run(sub) -> None:
+    for name, func, text in (("run", cmd_run, "run the appliance: capture, pipeline, publisher and panel"),
+                             ("demo", cmd_demo, "run on embedded defaults (embedded broker, bundled sample without a microphone)")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--config", default=None, help="config file (run: /etc/appliance/config.json; demo: ~/.config/appliance/demo.json)")
+        src = p.add_mutually_exclusive_group()
+        src.add_argument("--input", default=None, help="caption this WAV/FLAC file instead of a microphone")
+        src.add_argument("--device", default=None, help="microphone by index or name")
+        p.add_argument("--once", action="store_true", help="exit after the input has been captioned and every final published")
+        p.add_argument("--broker", default=None, help="mqtt://host:port, mqtts://host:port or embedded")
+        p.add_argument("--room", default=None, help="room id (used in topics)")
+        p.add_argument("--panel", default=None, help="panel HOST:PORT")
+        p.add_argument("--state-dir", default=None, help="state folder (queue of unsent finals, panel admin)")
+        p.set_defaults(func=func)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="appliance", description="Offline interpretation appliance")
     parser.add_argument("--version", action="version", version=f"appliance {__version__}")
@@ -236,7 +320,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(sub)
     _add_transcribe(sub)
     _add_bench(sub)
+    _add_run(sub)
     # further subcommands are added below by the modules that own them
+    from appliance.display.terminal import add_parser as _add_display  # bus helper: terminal room display
+
+    _add_display(sub)
     return parser
 
 

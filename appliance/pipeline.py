@@ -32,8 +32,11 @@ SR = 16000
 AUDIO_QUEUE_SECONDS = 30.0  # capture keeps this much audio waiting before dropping the oldest
 BEHIND_SECONDS = 1.0  # audio backlog above which partials are skipped
 MIN_PARTIAL_AUDIO_S = 0.6  # no partial before this much speech
-LANG_DETECT_MIN_S = 1.0  # auto language: detect once this much speech is in, then lock for the turn
+LANG_DETECT_MIN_S = 1.0  # auto language: first detection once this much speech is in
+LANG_LOCK_PROB = 0.6  # lock the turn's language as soon as detection is this confident
+LANG_LOCK_MAX_S = 3.0  # ... or once this much speech is in (most likely language)
 CUT_SEARCH_S = 4.0  # when a segment reaches max length, cut at the quietest point of its last seconds
+TRAILING_SILENCE = int(0.2 * SR)  # of the VAD's hangover, keep this much silence after speech for the final decode
 _STOP = object()
 
 
@@ -127,6 +130,7 @@ class Pipeline:
         self._utt: _Utterance | None = None
         self._last_translated: dict[tuple[str, str], str] = {}
         self.errors: list[str] = []
+        self._audio_t = 0.0  # audio seconds taken from the queue so far
 
     # ---- wiring ---------------------------------------------------------------------------------------------
     def routes(self, source: str) -> dict[str, Route | None]:
@@ -177,6 +181,8 @@ class Pipeline:
             while True:
                 item = self._audio_q.get()
                 if item is _STOP:
+                    for ev in self.segmenter.flush():
+                        self._on_vad(ev, time.monotonic())
                     if self._utt is not None:
                         self._finalise(self._utt, time.monotonic())
                         self._utt = None
@@ -185,6 +191,7 @@ class Pipeline:
                 samples, wall = item
                 t0 = time.perf_counter()
                 self.stats.audio_s += len(samples) / SR
+                self._audio_t += len(samples) / SR
                 for ev in self.segmenter.process(samples):
                     self._on_vad(ev, wall)
                 self.stats.busy_s += time.perf_counter() - t0
@@ -200,11 +207,14 @@ class Pipeline:
         utt = self._utt
         if utt is None:
             return
-        if len(ev.samples):
-            utt.chunks.append(ev.samples)
-            utt.samples += len(ev.samples)
+        samples = ev.samples[:TRAILING_SILENCE] if ev.kind == "end" else ev.samples
+        if len(samples):
+            utt.chunks.append(samples)
+            utt.samples += len(samples)
         if ev.kind == "end":
-            self._finalise(utt, wall)
+            # wall time when the last speech was captured: the chunk's capture time minus the audio after speech end
+            speech_end = ev.speech_end if ev.speech_end is not None else ev.end
+            self._finalise(utt, wall - max(0.0, self._audio_t - speech_end))
             self._utt = None
         elif utt.samples >= self.max_segment:
             self._cut(utt, wall)
@@ -219,11 +229,13 @@ class Pipeline:
                 self.stats.behind = False
                 self._partial(utt, wall)
 
-    def _lock_language(self, utt: _Utterance, audio: np.ndarray) -> str:
+    def _lock_language(self, utt: _Utterance, audio: np.ndarray, *, final: bool = False) -> str | None:
+        """Detect the turn's language and lock it once confident (or once enough speech is in, or at the final)."""
         if utt.language is None:
-            ranked = self.asr.detect_language(audio)
-            utt.language = ranked[0][0]
-            log.info("utterance %s: language %s (p=%.2f), locked for the turn", utt.id, utt.language, ranked[0][1])
+            lang, p = self.asr.detect_language(audio)[0]
+            if p >= LANG_LOCK_PROB or utt.seconds >= LANG_LOCK_MAX_S or final:
+                utt.language = lang
+                log.info("utterance %s: language %s (p=%.2f, %.1f s), locked for the turn", utt.id, lang, p, utt.seconds)
         return utt.language
 
     def _partial(self, utt: _Utterance, wall: float) -> None:
@@ -232,6 +244,8 @@ class Pipeline:
             return
         utt.decoded_at = utt.samples
         lang = self._lock_language(utt, audio)
+        if lang is None:
+            return  # no partials until the language is known: a caption never changes language mid-sentence
         t0 = time.perf_counter()
         result = self.asr.transcribe(audio, language=lang, task="transcribe", beam_size=1)
         asr_s = time.perf_counter() - t0
@@ -252,7 +266,7 @@ class Pipeline:
         audio = utt.audio()
         if len(audio) < SR * 0.2:
             return
-        lang = self._lock_language(utt, audio)
+        lang = self._lock_language(utt, audio, final=True)
         t0 = time.perf_counter()
         result = self.asr.transcribe(audio, language=lang, task="transcribe", beam_size=self.beam_size)
         reason = guards.asr_rejection(result.text, avg_logprob=result.avg_logprob, no_speech_prob=result.no_speech_prob,

@@ -16,45 +16,8 @@ import pytest
 from appliance.translate import Translator, TranslationModelError, smoke_test
 from appliance.translate.shortlist import MAGIC, Shortlist
 
-EN = [
-    "The meeting starts at nine o'clock.", "Please turn off your mobile phones.",
-    "We will take a short break at eleven.", "Lunch is served in the main hall.",
-    "The children were playing happily in the garden.", "How are you today?",
-    "Thank you all for coming this evening.", "The speaker will answer questions at the end of the talk.",
-    "Our company has grown a lot over the past five years.", "It is raining heavily outside, so bring an umbrella.",
-    "I would like to introduce our new director.", "The train to Lisbon leaves from platform four.",
-    "Can you repeat the question, please?", "This project was funded by the European Union.",
-    "The doctor said that I need to rest for a week.", "We are looking for volunteers to help with the event.",
-    "The museum is closed on Mondays.", "She has been working here since 2015.",
-    "Please speak slowly and clearly into the microphone.", "The results of the survey will be published next month.",
-    "My favourite food is grilled fish with potatoes.", "The library opens at eight in the morning.",
-    "He forgot his keys at home again.", "The new bridge will connect the two cities.",
-    "Climate change is one of the biggest challenges of our time.", "Let's start with a brief overview of the agenda.",
-    "The concert was cancelled because of the storm.", "We need to reduce our energy consumption.",
-    "Students must submit their essays by Friday.", "The hotel is located near the beach.",
-    "Good morning, everyone.", "I don't understand what you mean.", "The price of bread has gone up again.",
-    "Please sign your name at the bottom of the page.", "The river flows through the centre of the town.",
-]
-PT = [
-    "A reunião começa às nove horas.", "Por favor, desliguem os seus telemóveis.",
-    "Vamos fazer uma pequena pausa às onze.", "O almoço é servido no salão principal.",
-    "As crianças estavam brincando no jardim.", "Como você está hoje?",
-    "Obrigado a todos por terem vindo esta noite.", "O orador vai responder às perguntas no final da palestra.",
-    "A nossa empresa cresceu muito nos últimos cinco anos.", "Está chovendo muito lá fora, então traga um guarda-chuva.",
-    "Gostaria de apresentar o nosso novo diretor.", "O trem para Lisboa sai da plataforma quatro.",
-    "Você pode repetir a pergunta, por favor?", "Este projeto foi financiado pela União Europeia.",
-    "O médico disse que eu preciso descansar por uma semana.", "Estamos procurando voluntários para ajudar no evento.",
-    "O museu fecha às segundas-feiras.", "Ela trabalha aqui desde 2015.",
-    "Por favor, fale devagar e claramente ao microfone.", "Os resultados da pesquisa serão publicados no próximo mês.",
-    "A minha comida favorita é peixe grelhado com batatas.", "A biblioteca abre às oito da manhã.",
-    "Ele esqueceu as chaves em casa outra vez.", "A nova ponte vai ligar as duas cidades.",
-    "As mudanças climáticas são um dos maiores desafios do nosso tempo.",
-    "Vamos começar com uma breve visão geral da agenda.", "O concerto foi cancelado por causa da tempestade.",
-    "Precisamos reduzir o nosso consumo de energia.", "Os alunos devem entregar as redações até sexta-feira.",
-    "O hotel fica perto da praia.", "Bom dia a todos.", "Não entendo o que você quer dizer.",
-    "O preço do pão subiu outra vez.", "Por favor, assine o seu nome no final da página.",
-    "O rio atravessa o centro da cidade.",
-]
+from appliance.bench.sentences import EN, PT  # noqa: E402  (parallel sentence lists shared with the bench)
+
 MODELS = {"en-pt": ("bergamot-en-pt", EN), "pt-en": ("bergamot-pt-en", PT)}
 
 
