@@ -104,6 +104,8 @@ class BrokerConfig(_Section):
     client_id: Optional[str] = Field(None, max_length=128, description="MQTT client id; default appliance-<room>.")
     keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keepalive in seconds.")
     topic_prefix: str = Field("appliance", pattern=r"^[A-Za-z0-9_/-]{1,64}$", description="First level of every topic.")
+    ha_discovery: bool = Field(False, title="Home Assistant discovery",
+                               description="Publish retained Home Assistant MQTT discovery config (one caption sensor per language).")
 
 
 class PanelConfig(_Section):
