@@ -270,12 +270,12 @@ def cmd_run(args, *, demo: bool = False) -> int:
         raise FileNotFoundError(f"--input {args.input}: no such audio file")
     opts = RunOptions(config_path=path, models_dir=_models_dir(args), once=args.once,
                       input_file=Path(args.input) if args.input else None, use_sample_without_mic=demo)
-    printer = None
-    if demo:
-        from appliance.display.terminal import caption_printer
+    supervisor = Supervisor(cfg, opts)
+    if demo:  # show the captions as a room display receives them: subscribers on the broker, one per language
+        from appliance.display.terminal import print_finals
 
-        printer = caption_printer(cfg.languages.targets)
-    return Supervisor(cfg, opts, extra_sink=printer).run()
+        supervisor.on_started = lambda: print_finals(cfg, cfg.languages.targets)
+    return supervisor.run()
 
 
 def _demo_config_path() -> Path:

@@ -42,6 +42,8 @@ class Supervisor:
         self.opts = opts
         self.status = Status()
         self.extra_sink = extra_sink
+        self.on_started: Callable[[], object] | None = None  # e.g. the demo's display subscribers
+        self._attached: list = []  # what on_started returned: stopped first at shutdown
         self.engines: Engines | None = None
         self.pipeline: Pipeline | None = None
         self.publisher = None
@@ -52,6 +54,8 @@ class Supervisor:
         self._stop = threading.Event()
         self._input_done = threading.Event()
         self._lock = threading.RLock()  # serialises config changes
+        self._sink_lock = threading.Lock()
+        self._held: list = []  # finals produced while the publisher is being replaced
 
     # ---- stages ---------------------------------------------------------------------------------------------
     def start_broker(self) -> None:
@@ -64,13 +68,39 @@ class Supervisor:
         self.broker.start()
         log.info("embedded broker on 127.0.0.1:%d (WebSocket %d)", self.cfg.broker.port, self.cfg.broker.ws_port)
 
+    def _broker_config(self):
+        """The broker section, with the password from systemd's credential when the config holds none."""
+        import os
+
+        broker = self.cfg.broker
+        if broker.mode == "embedded":  # our own broker on loopback: plain, anonymous
+            return broker.model_copy(update={"host": "127.0.0.1", "tls": False, "username": None, "password": None})
+        cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
+        cred = Path(cred_dir) / "broker-password" if cred_dir else None
+        if not broker.password and cred is not None and cred.is_file():
+            password = cred.read_text(encoding="utf-8").strip()
+            if password:
+                broker = broker.model_copy(update={"password": password})
+        return broker
+
     def start_publisher(self) -> None:
         from appliance.bus.publisher import Publisher
 
-        self.publisher = Publisher(self.cfg.broker, room=self.cfg.room.id, state_dir=Path(self.cfg.state_dir),
-                                   on_state=self.status.set_broker_state)
-        self.publisher.start()
-        self.publisher.publish_detail(self._detail())
+        publisher = Publisher(self._broker_config(), room=self.cfg.room.id, state_dir=Path(self.cfg.state_dir),
+                              on_state=self.status.set_broker_state, ha_discovery=self.cfg.broker.ha_discovery)
+        publisher.start()
+        publisher.publish_detail(self._detail())
+        with self._sink_lock:  # events held while the publisher was being replaced go out first, in order
+            held, self._held = self._held, []
+            self.publisher = publisher
+            for event in held:
+                publisher.publish(event)
+
+    def stop_publisher(self) -> None:
+        with self._sink_lock:
+            publisher, self.publisher = self.publisher, None
+        if publisher is not None:
+            publisher.stop()
 
     def _detail(self) -> dict:
         return {"room": self.cfg.room.id, "name": self.cfg.room.name, "languages": self._languages_on_offer(),
@@ -116,8 +146,11 @@ class Supervisor:
 
     def _sink(self, event) -> None:
         self.status.add_caption(event)
-        if self.publisher is not None:
-            self.publisher.publish(event)
+        with self._sink_lock:
+            if self.publisher is not None:
+                self.publisher.publish(event)
+            elif event.final:
+                self._held.append(event)  # never lose a final while the publisher restarts
         if self.extra_sink is not None:
             self.extra_sink(event)
 
@@ -176,8 +209,7 @@ class Supervisor:
                        if getattr(old, s) != getattr(new, s)]
             restarted = []
             if {"broker", "room"} & set(changed):
-                if self.publisher:
-                    self.publisher.stop()
+                self.stop_publisher()
                 if "broker" in changed and self.broker:
                     self.broker.stop()
                     self.broker = None
@@ -213,6 +245,11 @@ class Supervisor:
         self.start_capture()
         if not self.opts.once:
             self.start_panel()
+            log.info("panel: http://%s:%d/  display: http://%s:%d/display/?room=%s&lang=%s", self.cfg.panel.host,
+                     self.cfg.panel.port, self.cfg.panel.host, self.cfg.panel.port, self.cfg.room.id,
+                     (self.cfg.languages.targets or ["en"])[0])
+        if self.on_started is not None:
+            self._attached = list(self.on_started() or [])
         notify.ready(f"captioning room {self.cfg.room.id}")
         while not self._stop.is_set():
             if self.opts.once and self._input_done.is_set():
@@ -230,8 +267,10 @@ class Supervisor:
         self.stop_capture()
         if self.pipeline is not None:
             self.pipeline.stop(timeout=60)
-        if self.publisher is not None:
-            self.publisher.stop()  # waits for queued finals, publishes the clean-exit status
+        self.stop_publisher()  # sends queued finals, then the clean-exit status
+        time.sleep(0.3 if self._attached else 0)  # let attached displays receive the last finals
+        for thing in self._attached:
+            thing.stop()
         if self.panel is not None:
             self.panel.shutdown()
         if self.broker is not None:

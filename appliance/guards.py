@@ -23,11 +23,13 @@ COMPRESSION_RATIO_MAX = 2.4
 LOGPROB_MIN = -1.0
 NO_SPEECH_MIN = 0.6
 
+_APOSTROPHE = re.compile(r"['’`]")
 _PUNCT = re.compile(r"[^\w\s]", re.UNICODE)
 
 
 def normalise(text: str) -> str:
-    return " ".join(_PUNCT.sub("", text.lower()).split())
+    """Lower case, apostrophes dropped, other punctuation as spaces: "Quick-brown fox's" -> "quick brown foxs"."""
+    return " ".join(_PUNCT.sub(" ", _APOSTROPHE.sub("", text.lower())).split())
 
 
 def compression_ratio(text: str) -> float:

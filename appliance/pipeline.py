@@ -255,7 +255,7 @@ class Pipeline:
         stable, tail = utt.stable.update(result.text.split())
         text = " ".join(stable + tail)
         end = utt.start + utt.seconds
-        self._emit(utt.id, False, lang, lang, text, utt.start, end, {"asr": asr_s})
+        self._emit(utt.id, False, lang, lang, text, utt.start, end, {"asr": asr_s}, stable=" ".join(stable))
         self.stats.partials += 1
         if not utt.first_partial_done:
             utt.first_partial_done = True
@@ -273,7 +273,7 @@ class Pipeline:
                                       duration_s=utt.seconds)
         if reason:
             self.stats.rejected += 1
-            log.info("utterance %s rejected: %s", utt.id, reason)
+            log.info("utterance %s rejected (%s): %r", utt.id, reason, result.text)
             if utt.first_partial_done:  # retract the provisional caption
                 self._emit(utt.id, True, lang, lang, "", utt.start, utt.start + utt.seconds, {})
             return
@@ -283,6 +283,9 @@ class Pipeline:
         asr_s = time.perf_counter() - t0
         end = utt.start + utt.seconds
         text = result.text.strip()
+        if utt.stable.stable:  # words already shown as stable are kept; the final re-decode only settles the tail
+            stable, tail = utt.stable.update(text.split())
+            text = " ".join(stable + tail)
         self._emit(utt.id, True, lang, lang, text, utt.start, end, {"asr": asr_s})
         self.stats.finals += 1
         self.stats.final_latency_s.append(time.monotonic() - speech_end_wall)
@@ -350,7 +353,9 @@ class Pipeline:
                 log.info("translation %s->%s of utterance %s rejected (%s): %r", cap.lang, target, cap.utt_id, reason, text)
                 continue
             self._last_translated[key] = cap.text
-            self._emit(cap.utt_id, cap.final, target, cap.lang, text, cap.start, cap.end, {"asr": cap.asr_s, "mt": mt_s})
+            # a translated partial comes from the source's stable prefix only; it is still provisional as a whole
+            self._emit(cap.utt_id, cap.final, target, cap.lang, text, cap.start, cap.end, {"asr": cap.asr_s, "mt": mt_s},
+                       stable=text if cap.final else "")
             if cap.final:
                 self.stats.mt_ms.append(mt_s * 1000)
                 self.stats.translated_extra_s.append(time.monotonic() - cap.emitted_mono)
@@ -358,7 +363,7 @@ class Pipeline:
 
     # ---- events ---------------------------------------------------------------------------------------------
     def _emit(self, utt_id: str, final: bool, lang: str, source_lang: str, text: str, start: float, end: float,
-              latency: dict) -> None:
+              latency: dict, stable: str = "") -> None:
         key = (utt_id, lang)
         rev = self._revs.get(key, 0) + 1
         self._revs[key] = rev
@@ -366,4 +371,5 @@ class Pipeline:
             self._revs.pop(key, None)
         self.sink(CaptionEvent(id=utt_id, rev=rev, final=final, lang=lang, source_lang=source_lang, text=text,
                                lines=layout(text), start=round(start, 3), end=round(end, 3), emitted=time.time(),
-                               latency={k: round(v, 4) for k, v in latency.items()}))
+                               latency={k: round(v, 4) for k, v in latency.items()},
+                               stable=text if final else stable))

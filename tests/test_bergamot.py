@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from appliance.translate.translator import respace  # our output puts back the space the tiny models drop
 from appliance.modelstore.convert import bergamot
 from appliance.modelstore.manifest import ModelError
 
@@ -48,7 +49,7 @@ def test_float_conversion_matches_reference_engine(source, tmp_path):
     sentences = ["Thank you all for coming this evening.", "The hotel is located near the beach.",
                  "The river flows through the centre of the town.", "Please turn off your mobile phones."]
     ref = native.NativeDirection(str(source))
-    assert Translator.load(tmp_path, threads=1).translate(sentences) == [ref.translate(s) for s in sentences]
+    assert Translator.load(tmp_path, threads=1).translate(sentences) == [respace(ref.translate(s)) for s in sentences]
 
 
 def test_not_a_folder(tmp_path):

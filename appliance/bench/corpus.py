@@ -67,14 +67,19 @@ def _read_any(path: Path) -> np.ndarray:
     return load_audio(path)
 
 
-def _espeak(voice: str, text: str, out: Path) -> None:
+def speak(voice: str, text: str) -> np.ndarray:
+    """`text` spoken by espeak-ng, 16 kHz mono float32, with half a second of silence either side."""
     if not shutil.which("espeak-ng"):
         raise RuntimeError("espeak-ng is not installed: apt-get install espeak-ng (scripts/setup does it)")
     with tempfile.NamedTemporaryFile(suffix=".wav") as tmp:
         subprocess.run(["espeak-ng", "-v", voice, "-s", "150", "-w", tmp.name, text], check=True, capture_output=True)
         audio = _read_any(Path(tmp.name))
     pad = np.zeros(int(0.5 * SR), np.float32)
-    write_wav(out, np.concatenate([pad, audio, pad]))
+    return np.concatenate([pad, audio, pad])
+
+
+def _espeak(voice: str, text: str, out: Path) -> None:
+    write_wav(out, speak(voice, text))
 
 
 def _music(seconds: int, rng: np.random.Generator) -> np.ndarray:

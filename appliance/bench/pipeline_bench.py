@@ -20,12 +20,28 @@ from appliance.runner import make_pipeline, run_audio
 log = logging.getLogger(__name__)
 
 
-def wer(reference: str, hypothesis: str) -> float:
+# number words -> digits before scoring, so "one two three" and "1-2-3" agree (Whisper writes either)
+NUMBER_WORDS = {
+    "en": "zero one two three four five six seven eight nine ten",
+    "es": "cero uno dos tres cuatro cinco seis siete ocho nueve diez",
+    "pt": "zero um dois três quatro cinco seis sete oito nove dez",
+    "fr": "zéro un deux trois quatre cinq six sept huit neuf dix",
+    "it": "zero uno due tre quattro cinque sei sette otto nove dieci",
+    "de": "null eins zwei drei vier fünf sechs sieben acht neun zehn",
+}
+
+
+def _digits(text: str, lang: str | None) -> str:
+    table = {w: str(i) for i, w in enumerate(NUMBER_WORDS.get(lang or "", "").split())}
+    return " ".join(table.get(w, w) for w in text.split())
+
+
+def wer(reference: str, hypothesis: str, lang: str | None = None) -> float:
     import jiwer
 
     from appliance.guards import normalise
 
-    ref, hyp = normalise(reference), normalise(hypothesis)
+    ref, hyp = _digits(normalise(reference), lang), _digits(normalise(hypothesis), lang)
     if not ref:
         return 0.0 if not hyp else 1.0
     return float(jiwer.wer(ref, hyp or "<empty>"))
@@ -96,7 +112,7 @@ def run(cfg: Config, models, *, quick: bool = False, progress=lambda m: None) ->
     lang_ok: dict[str, list[bool]] = {}
     for r in results:
         lang = r.clip.lang
-        by_lang.setdefault(lang, []).append(wer(r.clip.text, r.finals.get(lang, "")))
+        by_lang.setdefault(lang, []).append(wer(r.clip.text, r.finals.get(lang, ""), lang))
         lang_ok.setdefault(lang, []).append(r.detected == lang)
     busy = sum(r.stats.busy_s for r in results)
     audio = sum(r.stats.audio_s for r in results)

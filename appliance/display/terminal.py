@@ -148,3 +148,34 @@ def main(args) -> int:
     finally:
         feed.stop()
     return 0
+
+
+def print_finals(cfg, languages, out=None) -> list:
+    """Subscribe like a room display (one feed per language) and print each final once as `[lang] text`.
+
+    Used by `appliance demo`; returns the started feeds (stop them with .stop()).
+    """
+    from appliance.bus.client import CaptionFeed, FeedOptions
+
+    lock = threading.Lock()
+    printed: dict[str, int] = {}
+    host = "127.0.0.1" if cfg.broker.mode == "embedded" else cfg.broker.host
+    opts = FeedOptions(host=host, port=cfg.broker.port, prefix=cfg.broker.topic_prefix,
+                       username=cfg.broker.username if cfg.broker.mode != "embedded" else None,
+                       password=cfg.broker.password if cfg.broker.mode != "embedded" else None,
+                       tls=cfg.broker.tls and cfg.broker.mode != "embedded", ca_file=cfg.broker.ca_file)
+    feeds = []
+    for lang in languages:
+        def changed(state, lang=lang) -> None:
+            with lock:
+                stream = out or sys.stdout
+                for msg in state.finals:
+                    if msg["seq"] > printed.get(lang, -1) and msg.get("text"):
+                        printed[lang] = msg["seq"]
+                        stream.write(f"[{lang}] {safe_text(msg['text'])}\n")
+                stream.flush()
+
+        feed = CaptionFeed(opts, cfg.room.id, lang, on_change=changed)
+        feed.start()
+        feeds.append(feed)
+    return feeds

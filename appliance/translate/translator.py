@@ -16,6 +16,13 @@ from typing import Sequence
 
 import numpy as np
 
+_GLUED_SENTENCE = re.compile(r"(?<=[a-zà-ÿ])([.!?])(?=[A-ZÀ-Þ])")
+
+
+def respace(text: str) -> str:
+    """The tiny Bergamot models often glue sentences ("trimestral.O orçamento"): put the space back."""
+    return _GLUED_SENTENCE.sub(r"\1 ", text)
+
 from appliance.translate.facts import MarianFacts, TranslationModelError, read_facts
 from appliance.translate.graphs import Graphs
 from appliance.translate.search import FullScorer, ShortlistScorer, beam, greedy
@@ -91,8 +98,10 @@ class Translator:
 
     def decode(self, ids: list[int]) -> str:
         if self._pieces is None:
-            return self._target_sp.decode(ids)
-        return self._target_sp.decode_pieces([self._pieces.get(i, "") for i in ids])
+            text = self._target_sp.decode(ids)
+        else:
+            text = self._target_sp.decode_pieces([self._pieces.get(i, "") for i in ids])
+        return respace(text)
 
     def _chunks(self, text: str) -> list[list[int]]:
         ids = self.encode(text)

@@ -1,0 +1,133 @@
+"""The speech pipeline on real models and real audio: words, languages, silence, stable partials, translations."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from appliance.audio import load_audio
+from appliance.bench.corpus import build_corpus, clip_path
+from appliance.bench.pipeline_bench import wer
+from appliance.config import Config
+from appliance.engines import load_engines
+from appliance.guards import normalise
+from appliance.runner import make_pipeline, run_audio
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    return build_corpus()
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    c = Config()
+    c.languages.targets = ["en", "pt"]
+    c.accelerator.threads = 2
+    return c
+
+
+@pytest.fixture(scope="module")
+def engines(cfg, built_model, models_dir):
+    for name in ("whisper-base", "silero-vad", "bergamot-en-pt", "bergamot-pt-en"):
+        built_model(name)
+    return load_engines(cfg, models_dir)
+
+
+def run(cfg, engines, audio, *, partials=False):
+    events, lock = [], threading.Lock()
+
+    def sink(ev):
+        with lock:
+            events.append(ev)
+
+    pipeline = make_pipeline(cfg, engines, sink, realtime=False, partials=partials)
+    run_audio(pipeline, audio, realtime=False)
+    assert not pipeline.errors
+    return events, pipeline
+
+
+def finals(events, lang):
+    return " ".join(e.text for e in events if e.final and e.lang == lang and e.text)
+
+
+def clips(corpus, source, lang=None):
+    return [c for c in corpus if c.kind == "speech" and c.source == source and (lang is None or c.lang == lang)]
+
+
+def test_english_recordings_words(cfg, engines, corpus):
+    errors = []
+    for clip in clips(corpus, "pytest-audioeval", "en"):
+        events, _ = run(cfg, engines, load_audio(clip_path(clip)))
+        errors.append(wer(clip.text, finals(events, "en"), "en"))
+    assert np.mean(errors) <= 0.10, errors
+
+
+def test_english_espeak_words(cfg, engines, corpus):
+    errors = []
+    for clip in clips(corpus, "espeak-ng", "en")[:3]:
+        events, _ = run(cfg, engines, load_audio(clip_path(clip)))
+        errors.append(wer(clip.text, finals(events, "en"), "en"))
+    assert np.mean(errors) <= 0.15, errors
+
+
+@pytest.mark.parametrize("lang", ["es", "de", "pt"])
+def test_language_is_detected(cfg, engines, corpus, lang):
+    clip = clips(corpus, "espeak-ng", lang)[0]
+    events, _ = run(cfg, engines, load_audio(clip_path(clip)))
+    sources = {e.source_lang for e in events if e.final and e.text}
+    assert sources == {lang}, (clip.text, [(e.lang, e.text) for e in events])
+
+
+@pytest.mark.parametrize("kind", ["silence", "noise", "music"])
+def test_nonspeech_gives_no_captions(cfg, engines, corpus, kind):
+    clip = next(c for c in corpus if c.name == f"nonspeech-{kind}")
+    audio = load_audio(clip_path(clip))[: 60 * 16000]
+    events, pipeline = run(cfg, engines, audio, partials=True)
+    assert [e.text for e in events if e.text] == []
+
+
+def test_stable_words_are_never_revised(cfg, engines, corpus):
+    clip = max(clips(corpus, "espeak-ng", "en"), key=lambda c: c.seconds)
+    events, pipeline = run(cfg, engines, load_audio(clip_path(clip)), partials=True)
+    source = [e for e in events if e.lang == "en"]
+    partials = [e for e in source if not e.final]
+    assert len(partials) >= 4, "expected a stream of partials"
+    assert any(e.stable for e in partials), "some words must become stable"
+    by_id: dict[str, list] = {}
+    for e in source:
+        by_id.setdefault(e.id, []).append(e)
+    for seq in by_id.values():
+        assert [e.rev for e in seq] == list(range(1, len(seq) + 1))
+        for i, earlier in enumerate(seq):
+            promised = normalise(earlier.stable).split()
+            for later in seq[i + 1:]:
+                assert normalise(later.text).split()[: len(promised)] == promised, (earlier.stable, later.text)
+
+
+def test_translations_carry_the_meaning(cfg, engines, corpus):
+    import sacrebleu
+
+    from appliance.bench.sentences import EN, PT
+
+    hyps, refs = [], []
+    for en, pt in list(zip(EN, PT))[:4]:
+        from appliance.bench.corpus import speak
+
+        events, _ = run(cfg, engines, speak("en-us", en))
+        hyps.append(finals(events, "pt"))
+        refs.append(pt)
+    chrf = sacrebleu.corpus_chrf(hyps, [refs]).score
+    assert chrf >= 45, (chrf, hyps)
+
+
+def test_pivot_and_whisper_translate_routes(cfg, engines, corpus):
+    """Spanish speech reaches English through Whisper's translate task and Portuguese through the English pivot."""
+    clip = clips(corpus, "espeak-ng", "es")[0]
+    events, _ = run(cfg, engines, load_audio(clip_path(clip)))
+    en, pt = finals(events, "en"), finals(events, "pt")
+    assert en and pt
+    assert {"meeting", "morning"} & set(normalise(en).split()), en
+    assert {"reunião", "dia"} & set(normalise(pt).split()), pt
