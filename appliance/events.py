@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
@@ -64,4 +65,8 @@ class CaptionEvent:
         return d
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":"))
+        """Compact UTF-8 JSON; a non-finite latency (NaN, inf) becomes null so the text stays valid JSON."""
+        d = self.to_dict()
+        d["latency"] = {k: v if isinstance(v, (int, float)) and math.isfinite(v) else None
+                        for k, v in d["latency"].items()}
+        return json.dumps(d, ensure_ascii=False, separators=(",", ":"), allow_nan=False)

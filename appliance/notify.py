@@ -41,8 +41,11 @@ def send(*assignments: str) -> bool:
     payload = "\n".join(assignments).encode("utf-8", "replace")
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
-            sock.sendto(payload, addr)
+            sock.sendto(payload, socket.MSG_DONTWAIT, addr)  # never let a slow reader stall the work loop
         return True
+    except BlockingIOError:
+        log.debug("sd_notify socket is full; dropped %s", assignments)
+        return False
     except OSError as exc:
         log.warning("sd_notify to %s failed: %s", os.environ.get("NOTIFY_SOCKET"), exc)
         return False
