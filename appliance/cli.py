@@ -329,6 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from appliance.audio.base import AudioError
     from appliance.config import ConfigError
     from appliance.modelstore.manifest import ModelError
 
@@ -336,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging(args.verbose)
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, ModelError, FileNotFoundError, ValueError) as exc:
+    except (ConfigError, ModelError, AudioError, FileNotFoundError, ValueError) as exc:
         print(f"appliance: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -53,6 +53,7 @@ class Supervisor:
         self._capture_thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._input_done = threading.Event()
+        self._capture_stop = threading.Event()
         self._lock = threading.RLock()  # serialises config changes
         self._sink_lock = threading.Lock()
         self._held: list = []  # finals produced while the publisher is being replaced
@@ -168,9 +169,35 @@ class Supervisor:
                                 on_state=self.status.set_mic_state)
 
     def start_capture(self) -> None:
-        self.capture = self._source()
+        """Open the input and start the capture thread; a missing microphone is retried until it appears."""
+        from appliance.audio import AudioError
+
+        try:
+            self.capture = self._source()
+        except AudioError as exc:
+            message = f"microphone {self.cfg.audio.device!r}: {exc}" if self.cfg.audio.device is not None else f"microphone: {exc}"
+            if self.opts.once:
+                raise AudioError(message) from None
+            log.error("%s; retrying every %.0f s (the rest of the appliance keeps running)", message,
+                      self.cfg.audio.reopen_interval_s)
+            self.status.set_mic_state("missing", message)
+            self._capture_thread = threading.Thread(target=self._wait_for_microphone, name="capture-retry", daemon=True)
+            self._capture_thread.start()
+            return
         self._capture_thread = threading.Thread(target=self._capture_loop, args=(self.capture,), name="capture", daemon=True)
         self._capture_thread.start()
+
+    def _wait_for_microphone(self) -> None:
+        from appliance.audio import AudioError
+
+        while not self._stop.wait(self.cfg.audio.reopen_interval_s) and not self._capture_stop.is_set():
+            try:
+                self.capture = self._source()
+            except AudioError:
+                continue
+            log.info("microphone found: capturing")
+            self._capture_loop(self.capture)
+            return
 
     def _capture_loop(self, source) -> None:
         try:
@@ -188,12 +215,14 @@ class Supervisor:
             self._input_done.set()
 
     def stop_capture(self) -> None:
+        self._capture_stop.set()
         if self.capture is not None:
             self.capture.close()
         if self._capture_thread is not None:
             self._capture_thread.join(5)
         self.capture = None
         self._input_done.clear()
+        self._capture_stop.clear()
 
     def start_panel(self) -> None:
         from appliance.panel import serve
