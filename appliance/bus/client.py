@@ -139,6 +139,7 @@ class CaptionFeed:
         c.on_connect_fail = self._on_connect_fail
         self.client = c
         self._fail_logged = False
+        self._stopping = False
 
     def start(self) -> None:
         props = Properties(PacketTypes.CONNECT)
@@ -148,6 +149,7 @@ class CaptionFeed:
         self.client.loop_start()
 
     def stop(self) -> None:
+        self._stopping = True
         self.client.disconnect()
         self.client.loop_stop()
 
@@ -174,7 +176,7 @@ class CaptionFeed:
         self._tell("disconnected")
 
     def _on_disconnect(self, client, userdata, flags, reason, properties) -> None:
-        if self.connected.is_set():
+        if self.connected.is_set() and not self._stopping:
             log.warning("lost the broker %s:%d (%s); reconnecting", self.opts.host, self.opts.port, reason)
         self.connected.clear()
         self._tell("disconnected")
