@@ -36,6 +36,14 @@ LANG_DETECT_MIN_S = 1.0  # auto language: first detection once this much speech 
 LANG_LOCK_PROB = 0.8  # lock the turn's language as soon as detection is this confident
 LANG_LOCK_MAX_S = 3.0  # ... or once this much speech is in (most likely language)
 CUT_SEARCH_S = 4.0  # when a segment reaches max length, cut at the quietest point of its last seconds
+FALLBACK_BEAM = 4  # beam used when a greedy final fails Whisper's thresholds
+
+
+def _needs_fallback(result) -> bool:
+    return (result.compression_ratio > guards.COMPRESSION_RATIO_MAX
+            or (result.avg_logprob < guards.LOGPROB_MIN and result.no_speech_prob < guards.NO_SPEECH_MIN))
+
+
 TRAILING_SILENCE = int(0.2 * SR)  # of the VAD's hangover, keep this much silence after speech for the final decode
 _STOP = object()
 
@@ -269,6 +277,13 @@ class Pipeline:
         lang = self._lock_language(utt, audio, final=True)
         t0 = time.perf_counter()
         result = self.asr.transcribe(audio, language=lang, task="transcribe", beam_size=self.beam_size)
+        if self.beam_size < FALLBACK_BEAM and _needs_fallback(result):
+            # Whisper's decoding fallback: a repetitive or unlikely greedy result is decoded again with a beam
+            retry = self.asr.transcribe(audio, language=lang, task="transcribe", beam_size=FALLBACK_BEAM)
+            log.info("utterance %s: fallback to beam %d (logprob %.2f -> %.2f, compression %.2f -> %.2f)", utt.id,
+                     FALLBACK_BEAM, result.avg_logprob, retry.avg_logprob, result.compression_ratio, retry.compression_ratio)
+            if retry.avg_logprob >= result.avg_logprob or retry.compression_ratio < result.compression_ratio:
+                result = retry
         reason = guards.asr_rejection(result.text, avg_logprob=result.avg_logprob, no_speech_prob=result.no_speech_prob,
                                       duration_s=utt.seconds)
         if reason:

@@ -63,3 +63,12 @@ def test_cli_validate_reports_bad_key(tmp_path, appliance_cmd):
     proc = subprocess.run(appliance_cmd + ["config", "validate", str(path)], capture_output=True, text=True)
     assert proc.returncode == 2
     assert "broker.mode" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_configuration_reference_doc_is_current(appliance_cmd):
+    import subprocess
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "configuration.md").read_text()
+    table = subprocess.run(appliance_cmd + ["config", "reference"], capture_output=True, text=True, check=True).stdout
+    assert table in doc, "docs/configuration.md is stale: regenerate it with `appliance config reference`"

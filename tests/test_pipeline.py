@@ -139,3 +139,21 @@ def test_pivot_and_whisper_translate_routes(cfg, engines, corpus):
     assert {e.source_lang for e in events if e.final} == {"es"}
     assert {"year", "approval"} <= set(normalise(en).split()), en
     assert {"ano", "aprovação"} <= set(normalise(pt).split()), pt
+
+
+def test_long_monologue_is_cut_into_finals_at_pauses(cfg, engines):
+    """No pause long enough for the VAD to end the segment: the maximum length forces finals, cut at a quiet point."""
+    from appliance.bench.corpus import speak
+    from appliance.bench.sentences import EN
+
+    parts = []
+    for s in EN[:6]:
+        parts += [speak("en-us", s)[8000:-8000], np.zeros(3200, np.float32)]  # 0.2 s pauses, below the 0.4 s hangover
+    audio = np.concatenate(parts)
+    short = cfg.model_copy(deep=True)
+    short.asr.max_segment_s = 6.0
+    events, _ = run(short, engines, audio)
+    en = [e for e in events if e.final and e.lang == "en" and e.text]
+    assert len(en) >= len(audio) / 16000 / 6.0 - 1
+    assert all(e.end - e.start <= 6.0 + 0.1 for e in en)
+    assert wer(" ".join(EN[:6]), " ".join(e.text for e in en), "en") <= 0.25
