@@ -74,7 +74,7 @@ class AudioConfig(_Section):
 class VadConfig(_Section):
     threshold: float = Field(0.5, gt=0, lt=1, description="Speech probability above which a frame counts as speech.")
     min_speech_ms: int = Field(250, ge=0, le=5000, description="Shorter bursts are ignored.")
-    hangover_ms: int = Field(400, ge=0, le=5000, description="Silence that ends a segment.")
+    hangover_ms: int = Field(300, ge=0, le=5000, description="Silence that ends a segment.")
     preroll_ms: int = Field(200, ge=0, le=2000, description="Audio kept before speech onset.")
 
 

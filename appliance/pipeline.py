@@ -36,6 +36,7 @@ LANG_DETECT_MIN_S = 1.0  # auto language: first detection once this much speech 
 LANG_LOCK_PROB = 0.8  # lock the turn's language as soon as detection is this confident
 LANG_LOCK_MAX_S = 3.0  # ... or once this much speech is in (most likely language)
 CUT_SEARCH_S = 4.0  # when a segment reaches max length, cut at the quietest point of its last seconds
+PARTIAL_DUTY = 2.0  # in real time, at least this many seconds of audio per second spent on one partial
 FALLBACK_BEAM = 4  # beam used when a greedy final fails Whisper's thresholds
 
 
@@ -139,6 +140,7 @@ class Pipeline:
         self._last_translated: dict[tuple[str, str], str] = {}
         self.errors: list[str] = []
         self._audio_t = 0.0  # audio seconds taken from the queue so far
+        self._last_partial_s = 0.0  # how long the last partial decode took
 
     # ---- wiring ---------------------------------------------------------------------------------------------
     def routes(self, source: str) -> dict[str, Route | None]:
@@ -226,7 +228,7 @@ class Pipeline:
             self._utt = None
         elif utt.samples >= self.max_segment:
             self._cut(utt, wall)
-        elif self.partials and utt.samples - utt.decoded_at >= self.partial_interval and utt.seconds >= MIN_PARTIAL_AUDIO_S:
+        elif self.partials and utt.samples - utt.decoded_at >= self._partial_gap() and utt.seconds >= MIN_PARTIAL_AUDIO_S:
             if self.skip_when_behind and self.backlog_s() > BEHIND_SECONDS:
                 self.stats.partials_skipped += 1
                 utt.decoded_at = utt.samples
@@ -236,6 +238,13 @@ class Pipeline:
             else:
                 self.stats.behind = False
                 self._partial(utt, wall)
+
+    def _partial_gap(self) -> int:
+        """Samples of new audio before the next partial: the configured cadence, stretched in real time so that
+        partials use at most 1/PARTIAL_DUTY of the recognizer's time (finals and translation keep the rest)."""
+        if not self.skip_when_behind:
+            return self.partial_interval
+        return max(self.partial_interval, int(PARTIAL_DUTY * self._last_partial_s * SR))
 
     def _lock_language(self, utt: _Utterance, audio: np.ndarray, *, final: bool = False) -> str | None:
         """Detect the turn's language and lock it once confident (or once enough speech is in, or at the final)."""
@@ -257,6 +266,7 @@ class Pipeline:
         t0 = time.perf_counter()
         result = self.asr.transcribe(audio, language=lang, task="transcribe", beam_size=1)
         asr_s = time.perf_counter() - t0
+        self._last_partial_s = asr_s
         if guards.asr_rejection(result.text, avg_logprob=result.avg_logprob, no_speech_prob=result.no_speech_prob,
                                 duration_s=utt.seconds):
             return

@@ -1,7 +1,7 @@
 """appliance.status.Status: the live state the daemon writes and the panel reads.
 
-The pipeline attached here is a small holder with the attributes Status reads (stats, errors,
-backlog_s); the real Pipeline is exercised with models in the pipeline tests.
+The pipeline attached here is a holder of the real pipeline Stats plus errors and backlog_s; the real
+Pipeline is exercised with models in the pipeline and daemon tests.
 """
 
 from __future__ import annotations
@@ -16,28 +16,8 @@ import numpy as np
 import pytest
 
 from appliance import status as status_mod
+from appliance.pipeline import Stats  # the real counters the recognizer writes
 from appliance.status import Status, percentile
-
-
-@dataclass
-class Stats:  # the fields of appliance.pipeline.Stats that Status reads
-    audio_s: float = 0.0
-    busy_s: float = 0.0
-    partials: int = 0
-    partials_skipped: int = 0
-    finals: int = 0
-    rejected: int = 0
-    mt_rejected: int = 0
-    audio_dropped_chunks: int = 0
-    behind: bool = False
-    final_latency_s: list = field(default_factory=list)
-    first_partial_s: list = field(default_factory=list)
-    mt_ms: list = field(default_factory=list)
-    translated_extra_s: list = field(default_factory=list)
-
-    @property
-    def rtf(self):
-        return self.busy_s / self.audio_s if self.audio_s else 0.0
 
 
 def holder(backlog=0.0, errors=()):
