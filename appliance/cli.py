@@ -13,8 +13,10 @@ log = logging.getLogger("appliance")
 
 
 def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
+    """The appliance's own loggers at INFO (DEBUG with -v); other libraries only from WARNING."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("appliance").setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
 def _models_dir(args) -> Path:
