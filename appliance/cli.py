@@ -268,6 +268,16 @@ def cmd_run(args, *, demo: bool = False) -> int:
 
     path = Path(args.config) if args.config else (config.DEFAULT_PATH if not demo else _demo_config_path())
     cfg = _apply_run_flags(config.load(path), args)
+    if demo:  # a demo should start anywhere: move off ports another program (e.g. Debian's mosquitto) holds
+        moved = {}
+        if cfg.broker.mode == "embedded" and _busy(cfg.broker.port):
+            moved["broker.port"] = cfg.broker.port = _free_port()
+        if cfg.broker.mode == "embedded" and _busy(cfg.broker.ws_port):
+            moved["broker.ws_port"] = cfg.broker.ws_port = _free_port()
+        if _busy(cfg.panel.port):
+            moved["panel.port"] = cfg.panel.port = _free_port()
+        if moved:
+            log.warning("demo: default ports in use, using %s for this run", moved)
     if args.input and not Path(args.input).is_file():
         raise FileNotFoundError(f"--input {args.input}: no such audio file")
     opts = RunOptions(config_path=path, models_dir=_models_dir(args), once=args.once,
@@ -285,6 +295,20 @@ def _demo_config_path() -> Path:
 
     base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
     return Path(base) / "appliance" / "demo.json"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _busy(port: int) -> bool:
+    from appliance.bus.broker import port_open
+
+    return port_open("127.0.0.1", port)
 
 
 def cmd_demo(args) -> int:
@@ -332,6 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from appliance.audio.base import AudioError
+    from appliance.bus.broker import BrokerError
     from appliance.config import ConfigError
     from appliance.modelstore.manifest import ModelError
 
@@ -339,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging(args.verbose)
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, ModelError, AudioError, FileNotFoundError, ValueError) as exc:
+    except (ConfigError, ModelError, AudioError, BrokerError, FileNotFoundError, ValueError) as exc:
         print(f"appliance: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
