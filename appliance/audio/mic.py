@@ -11,6 +11,7 @@ consumer's side.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
@@ -69,6 +70,7 @@ def pick_device(devices: Sequence[InputDevice], spec: int | str | None) -> Input
 
 _quiet = False
 _handler = None  # keeps the ctypes callback alive
+_jack_handler = None
 
 
 def _quiet_alsa() -> None:
@@ -86,6 +88,17 @@ def _quiet_alsa() -> None:
         lib.snd_lib_error_set_handler(_handler)
     except (OSError, AttributeError):
         pass  # not ALSA (or no libasound): nothing to quieten
+    os.environ.setdefault("JACK_NO_START_SERVER", "1")  # PortAudio probes JACK; never start a server for it
+    try:
+        import ctypes
+
+        jack = ctypes.CDLL("libjack.so.0")
+        global _jack_handler
+        _jack_handler = ctypes.CFUNCTYPE(None, ctypes.c_char_p)(lambda msg: None)
+        jack.jack_set_error_function(_jack_handler)
+        jack.jack_set_info_function(_jack_handler)
+    except (OSError, AttributeError):
+        pass  # no JACK library: nothing to quieten
 
 
 def _pyaudio():
