@@ -1,0 +1,36 @@
+"""`appliance bench` runs end to end and reports every agreed key (values are measured, never asserted as timings)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+PIPELINE_KEYS = {"rtf", "final_latency_p50_s", "final_latency_p95_s", "first_partial_p50_s", "translated_final_extra_p50_s",
+                 "mt_ms_median", "wer_en", "wer_by_lang", "captions_on_nonspeech", "peak_rss_mb", "model", "providers"}
+
+
+def test_bench_quick_json(appliance_cmd, built_model, models_dir):
+    for name in ("whisper-base", "whisper-tiny.en", "silero-vad", "bergamot-en-pt", "bergamot-pt-en"):
+        built_model(name)
+    proc = subprocess.run(appliance_cmd + ["--models-dir", str(models_dir), "bench", "--quick", "--json"],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data = json.loads(proc.stdout)
+    assert PIPELINE_KEYS <= set(data)
+    assert data["model"] == "whisper-base" and data["providers"][-1] == "CPUExecutionProvider"
+    assert 0 < data["rtf"] and 0 < data["final_latency_p50_s"] <= data["final_latency_p95_s"]
+    assert data["captions_on_nonspeech"] == 0
+    assert 0 <= data["wer_en"] <= 1 and "en" in data["wer_by_lang"]
+    asr, mt = data["model_bench"].values()
+    assert [r["model"] for r in asr] == ["whisper-tiny.en"] and [r["model"] for r in mt] == ["bergamot-en-pt"]
+    assert {"enc_2s_ms", "enc_30s_ms", "dec_ms_per_token", "ct2_dec_ms_per_token", "dec_ratio_vs_ct2", "peak_rss_mb"} <= set(asr[0])
+    assert {"ms_per_sentence", "native_ms_per_sentence", "ratio_vs_native"} <= set(mt[0])
+
+
+def test_bench_table(appliance_cmd, built_model, models_dir):
+    for name in ("whisper-tiny.en", "bergamot-en-pt"):
+        built_model(name)
+    proc = subprocess.run(appliance_cmd + ["--models-dir", str(models_dir), "bench", "models", "--quick"],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "| model" in proc.stdout and "bergamot-en-pt" in proc.stdout and "ratio_vs_native" in proc.stdout
