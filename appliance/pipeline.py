@@ -36,6 +36,7 @@ LANG_DETECT_MIN_S = 1.0  # auto language: first detection once this much speech 
 LANG_LOCK_PROB = 0.8  # lock the turn's language as soon as detection is this confident
 LANG_LOCK_MAX_S = 3.0  # ... or once this much speech is in (most likely language)
 CUT_SEARCH_S = 4.0  # when a segment reaches max length, cut at the quietest point of its last seconds
+END_PROBE_S = 0.1  # silence after speech before the end-of-speech probe decodes
 PARTIAL_DUTY = 2.0  # in real time, at least this many seconds of audio per second spent on one partial
 FALLBACK_BEAM = 4  # beam used when a greedy final fails Whisper's thresholds
 
@@ -58,6 +59,7 @@ class Stats:
     partials: int = 0
     partials_skipped: int = 0
     finals: int = 0
+    finals_from_probe: int = 0  # finals whose decode was done by the end-of-speech probe
     rejected: int = 0
     mt_rejected: int = 0
     audio_dropped_chunks: int = 0
@@ -83,6 +85,8 @@ class _Utterance:
     decoded_at: int = 0  # sample count at the last partial decode
     stable: StablePrefix = field(default_factory=StablePrefix)
     first_partial_done: bool = False
+    last: object | None = None  # the last partial's transcription ...
+    last_samples: int = 0  # ... and how many samples it covered
 
     def audio(self) -> np.ndarray:
         if len(self.chunks) > 1:
@@ -204,6 +208,7 @@ class Pipeline:
                 self._audio_t += len(samples) / SR
                 for ev in self.segmenter.process(samples):
                     self._on_vad(ev, wall)
+                self._probe_end(wall)
                 self.stats.busy_s += time.perf_counter() - t0
         except Exception as exc:  # a crashed worker must be visible, not silent
             log.exception("recognizer failed")
@@ -224,7 +229,7 @@ class Pipeline:
         if ev.kind == "end":
             # wall time when the last speech was captured: the chunk's capture time minus the audio after speech end
             speech_end = ev.speech_end if ev.speech_end is not None else ev.end
-            self._finalise(utt, wall - max(0.0, self._audio_t - speech_end))
+            self._finalise(utt, wall - max(0.0, self._audio_t - speech_end), speech_samples=utt.samples - len(samples))
             self._utt = None
         elif utt.samples >= self.max_segment:
             self._cut(utt, wall)
@@ -238,6 +243,17 @@ class Pipeline:
             else:
                 self.stats.behind = False
                 self._partial(utt, wall)
+
+    def _probe_end(self, wall: float) -> None:
+        """Speech just paused: decode what we have now. If the pause turns out to be the end (after the VAD's
+        hangover), this decode is the final and the final costs no decoding time; if speech resumes, it was a partial."""
+        utt = self._utt
+        if (utt is None or not self.partials or self.beam_size != 1 or utt.last_samples >= utt.samples
+                or utt.seconds < MIN_PARTIAL_AUDIO_S or utt.language is None
+                or self.segmenter.trailing_silence_s < END_PROBE_S
+                or (self.skip_when_behind and self.backlog_s() > BEHIND_SECONDS)):
+            return
+        self._partial(utt, wall)
 
     def _partial_gap(self) -> int:
         """Samples of new audio before the next partial: the configured cadence, stretched in real time so that
@@ -267,6 +283,7 @@ class Pipeline:
         result = self.asr.transcribe(audio, language=lang, task="transcribe", beam_size=1)
         asr_s = time.perf_counter() - t0
         self._last_partial_s = asr_s
+        utt.last, utt.last_samples = result, len(audio)
         if guards.asr_rejection(result.text, avg_logprob=result.avg_logprob, no_speech_prob=result.no_speech_prob,
                                 duration_s=utt.seconds):
             return
@@ -280,13 +297,18 @@ class Pipeline:
             self.stats.first_partial_s.append(time.monotonic() - utt.onset_wall)
         self._to_translator(_SourceCaption(utt.id, False, lang, " ".join(stable), utt.start, end, None, wall, asr_s))
 
-    def _finalise(self, utt: _Utterance, speech_end_wall: float) -> None:
+    def _finalise(self, utt: _Utterance, speech_end_wall: float, speech_samples: int | None = None) -> None:
         audio = utt.audio()
         if len(audio) < SR * 0.2:
             return
         lang = self._lock_language(utt, audio, final=True)
         t0 = time.perf_counter()
-        result = self.asr.transcribe(audio, language=lang, task="transcribe", beam_size=self.beam_size)
+        if (self.beam_size == 1 and utt.last is not None and speech_samples is not None
+                and utt.last_samples >= speech_samples):
+            result = utt.last  # the end-of-speech probe already decoded every spoken sample
+            self.stats.finals_from_probe += 1
+        else:
+            result = self.asr.transcribe(audio, language=lang, task="transcribe", beam_size=self.beam_size)
         if self.beam_size < FALLBACK_BEAM and _needs_fallback(result):
             # Whisper's decoding fallback: a repetitive or unlikely greedy result is decoded again with a beam
             retry = self.asr.transcribe(audio, language=lang, task="transcribe", beam_size=FALLBACK_BEAM)
@@ -302,9 +324,6 @@ class Pipeline:
             if utt.first_partial_done:  # retract the provisional caption
                 self._emit(utt.id, True, lang, lang, "", utt.start, utt.start + utt.seconds, {})
             return
-        english = None
-        if lang != "en" and any(r and r[0].engine == "whisper" for r in self.routes(lang).values()):
-            english = self.asr.transcribe(audio, language=lang, task="translate", beam_size=self.beam_size).text.strip()
         asr_s = time.perf_counter() - t0
         end = utt.start + utt.seconds
         text = result.text.strip()
@@ -314,8 +333,12 @@ class Pipeline:
         self._emit(utt.id, True, lang, lang, text, utt.start, end, {"asr": asr_s})
         self.stats.finals += 1
         self.stats.final_latency_s.append(time.monotonic() - speech_end_wall)
+        emitted = time.monotonic()
+        english = None  # after the source final is out: Whisper's translate task for routes that need English
+        if lang != "en" and any(r and r[0].engine == "whisper" for r in self.routes(lang).values()):
+            english = self.asr.transcribe(audio, language=lang, task="translate", beam_size=self.beam_size).text.strip()
         self._caption_q.put(_SourceCaption(utt.id, True, lang, text, utt.start, end, english, speech_end_wall, asr_s,
-                                           time.monotonic()))
+                                           emitted))
 
     def _cut(self, utt: _Utterance, wall: float) -> None:
         """Force a final on a long monologue, cut at the quietest 100 ms of its last seconds."""

@@ -100,6 +100,11 @@ class SpeechSegmenter:
     def in_speech(self) -> bool:
         return self._state == "speech"
 
+    @property
+    def trailing_silence_s(self) -> float:
+        """Seconds of silence held at the end of an open segment (0 when speech is going on or no segment is open)."""
+        return self._silence_run * WINDOW / SR if self._state == "speech" else 0.0
+
     def process(self, samples: np.ndarray) -> list[SpeechSegment]:
         events: list[SpeechSegment] = []
         out: list[np.ndarray] = []  # speech audio sent as one "continue" event (at the end of this call)

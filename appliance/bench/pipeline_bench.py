@@ -135,6 +135,7 @@ def run(cfg: Config, models, *, quick: bool = False, progress=lambda m: None) ->
         "captions_on_nonspeech": nonspeech_captions,
         "nonspeech_s": nonspeech_s,
         "partials_skipped": sum(r.stats.partials_skipped for r in results),
+        "finals_from_probe": f"{sum(r.stats.finals_from_probe for r in results)}/{sum(r.stats.finals for r in results)}",
         "load_s": _r(load_s, 2),
         "peak_rss_mb": _r(peak_rss_mb(), 1),
     }
