@@ -68,6 +68,7 @@ class Stats:
     first_partial_s: list[float] = field(default_factory=list)
     mt_ms: list[float] = field(default_factory=list)
     translated_extra_s: list[float] = field(default_factory=list)
+    translated_extra_by_source: dict[str, list[float]] = field(default_factory=dict)
 
     @property
     def rtf(self) -> float:
@@ -406,7 +407,9 @@ class Pipeline:
                        stable=text if cap.final else "")
             if cap.final:
                 self.stats.mt_ms.append(mt_s * 1000)
-                self.stats.translated_extra_s.append(time.monotonic() - cap.emitted_mono)
+                extra = time.monotonic() - cap.emitted_mono
+                self.stats.translated_extra_s.append(extra)
+                self.stats.translated_extra_by_source.setdefault(cap.lang, []).append(extra)
                 self._last_translated.pop(key, None)
 
     # ---- events ---------------------------------------------------------------------------------------------

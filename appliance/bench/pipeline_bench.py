@@ -128,6 +128,9 @@ def run(cfg: Config, models, *, quick: bool = False, progress=lambda m: None) ->
         "final_latency_p95_s": _r(pct(gather("final_latency_s"), 95)),
         "first_partial_p50_s": _r(pct(gather("first_partial_s"), 50)),
         "translated_final_extra_p50_s": _r(pct(gather("translated_extra_s"), 50)),
+        "translated_final_extra_p50_s_by_source": {
+            k: _r(pct([v for r in results for v in r.stats.translated_extra_by_source.get(k, [])], 50))
+            for k in sorted({k for r in results for k in r.stats.translated_extra_by_source})},
         "mt_ms_median": _r(statistics.median(gather("mt_ms")) if gather("mt_ms") else None, 2),
         "wer_en": _r(statistics.mean(by_lang["en"]) if "en" in by_lang else None),
         "wer_by_lang": {k: _r(statistics.mean(v)) for k, v in sorted(by_lang.items())},
