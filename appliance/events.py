@@ -39,6 +39,7 @@ class SpeechSegment:
     start: float
     end: float
     speech_end: float | None = None  # "end" events: audio time where the last speech window ended
+    onset: float | None = None  # "start" events: audio time where the first speech window began (after the pre-roll)
 
 
 @dataclass(frozen=True)

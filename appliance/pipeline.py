@@ -218,7 +218,10 @@ class Pipeline:
 
     def _on_vad(self, ev, wall: float) -> None:
         if ev.kind == "start":
-            self._utt = _Utterance(id=f"{self._id_prefix}-{next(self._ids)}", start=ev.start, onset_wall=wall,
+            # wall time when speech began: the chunk's capture time minus the audio since the first speech window
+            onset = ev.onset if getattr(ev, "onset", None) is not None else ev.start
+            onset_wall = wall - max(0.0, self._audio_t - onset)
+            self._utt = _Utterance(id=f"{self._id_prefix}-{next(self._ids)}", start=ev.start, onset_wall=onset_wall,
                                    language=None if self.source_lang == "auto" else self.source_lang)
         utt = self._utt
         if utt is None:

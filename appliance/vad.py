@@ -167,7 +167,8 @@ class SpeechSegmenter:
         if self._speech_run < max(1, self.min_speech):
             return
         audio = np.concatenate([*self._preroll, *self._held])
-        events.append(SpeechSegment("start", audio, self._seg_start, self._pos / SR))
+        onset = self._seg_start + sum(len(w) for w in self._preroll) / SR
+        events.append(SpeechSegment("start", audio, self._seg_start, self._pos / SR, onset=onset))
         self._state, self._held, self._silence_run = "speech", [], 0
         self._preroll.clear()
 
