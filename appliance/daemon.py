@@ -37,11 +37,10 @@ class RunOptions:
 
 
 class Supervisor:
-    def __init__(self, cfg: Config, opts: RunOptions, extra_sink: Callable | None = None):
+    def __init__(self, cfg: Config, opts: RunOptions):
         self.cfg = cfg
         self.opts = opts
         self.status = Status()
-        self.extra_sink = extra_sink
         self.on_started: Callable[[], object] | None = None  # e.g. the demo's display subscribers
         self._attached: list = []  # what on_started returned: stopped first at shutdown
         self.engines: Engines | None = None
@@ -152,8 +151,6 @@ class Supervisor:
                 self.publisher.publish(event)
             elif event.final:
                 self._held.append(event)  # never lose a final while the publisher restarts
-        if self.extra_sink is not None:
-            self.extra_sink(event)
 
     def _source(self):
         from appliance.audio import FileSource, MicrophoneSource, list_input_devices

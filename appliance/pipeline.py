@@ -67,8 +67,12 @@ class Stats:
     final_latency_s: list[float] = field(default_factory=list)
     first_partial_s: list[float] = field(default_factory=list)
     mt_ms: list[float] = field(default_factory=list)
-    translated_extra_s: list[float] = field(default_factory=list)
-    translated_extra_by_source: dict[str, list[float]] = field(default_factory=dict)
+    translated_extra_by_source: dict[str, list[float]] = field(default_factory=dict)  # source lang -> delays
+
+    @property
+    def translated_extra_s(self) -> list[float]:
+        """Source final -> its translations out, every source language."""
+        return [v for values in self.translated_extra_by_source.values() for v in values]
 
     @property
     def rtf(self) -> float:
@@ -143,14 +147,17 @@ class Pipeline:
         self._threads: list[threading.Thread] = []
         self._utt: _Utterance | None = None
         self._last_translated: dict[tuple[str, str], str] = {}
+        self._routes: dict[str, dict[str, Route | None]] = {}
         self.errors: list[str] = []
         self._audio_t = 0.0  # audio seconds taken from the queue so far
         self._last_partial_s = 0.0  # how long the last partial decode took
 
     # ---- wiring ---------------------------------------------------------------------------------------------
     def routes(self, source: str) -> dict[str, Route | None]:
-        return {t: find_route(source, t, self.translators.keys(), whisper_to_english=self._can_translate_task())
-                for t in self.targets}
+        if source not in self._routes:
+            self._routes[source] = {t: find_route(source, t, self.translators.keys(),
+                                                  whisper_to_english=self._can_translate_task()) for t in self.targets}
+        return self._routes[source]
 
     def _can_translate_task(self) -> bool:
         return bool(getattr(self.asr, "multilingual", True))
@@ -410,9 +417,7 @@ class Pipeline:
                        stable=text if cap.final else "")
             if cap.final:
                 self.stats.mt_ms.append(mt_s * 1000)
-                extra = time.monotonic() - cap.emitted_mono
-                self.stats.translated_extra_s.append(extra)
-                self.stats.translated_extra_by_source.setdefault(cap.lang, []).append(extra)
+                self.stats.translated_extra_by_source.setdefault(cap.lang, []).append(time.monotonic() - cap.emitted_mono)
                 self._last_translated.pop(key, None)
 
     # ---- events ---------------------------------------------------------------------------------------------

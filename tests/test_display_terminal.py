@@ -51,16 +51,31 @@ def test_parse_broker_and_safe_text():
     assert safe_text("a\x1b[31mb\u202ec") == "a [31mb c"
 
 
-def test_caption_printer_prints_finals_of_chosen_languages():
+def test_demo_printer_subscribes_like_a_display(tmp_path):
+    """`appliance demo` prints what display subscribers receive: each final once, chosen languages, literally."""
     import io
-    from types import SimpleNamespace
 
-    from appliance.display.terminal import caption_printer
+    from appliance.config import validate
+    from appliance.display.terminal import print_finals
 
+    broker = start_broker(tmp_path / "broker")
+    cfg = validate({"room": {"id": "r1"}, "broker": {"mode": "external", "port": broker.port}})
     out = io.StringIO()
-    sink = caption_printer(["pt"], out=out)
-    sink(SimpleNamespace(final=False, lang="pt", text="parcial"))
-    sink(SimpleNamespace(final=True, lang="en", text="english"))
-    sink(SimpleNamespace(final=True, lang="pt", text="olá\x1b[2J"))
-    sink({"final": True, "lang": "pt", "text": "<b>dict</b>"})
-    assert out.getvalue() == "[pt] olá [2J\n[pt] <b>dict</b>\n"
+    feeds = print_finals(cfg, ["pt"], out=out)
+    pub = Publisher(BrokerConfig(port=broker.port), room="r1", state_dir=tmp_path, max_backoff_s=1.0)
+    try:
+        wait_until(lambda: all(f.connected.is_set() for f in feeds), what="the demo display subscribes")
+        pub.start()
+        pub.publish(partial(1, 1))
+        pub.publish(final(1, text="olá\x1b[2J"))
+        pub.publish(final(1, text="olá\x1b[2J"))  # the same final again: printed once
+        pub.publish(final(2, lang="en", text="english"))
+        pub.publish(final(3, text="<b>negrito</b>"))
+        wait_until(lambda: out.getvalue().count("\n") >= 2, what="two Portuguese finals printed")
+        time.sleep(0.3)
+    finally:
+        pub.stop()
+        for f in feeds:
+            f.stop()
+        broker.stop()
+    assert out.getvalue() == "[pt] olá [2J\n[pt] <b>negrito</b>\n"

@@ -21,7 +21,7 @@ def test_choose_providers(preferred, available, expected):
     assert choose_providers(preferred, available) == expected
 
 
-def test_open_session_falls_back_to_cpu(built_model):
+def test_open_session_skips_providers_onnxruntime_lacks(built_model):
     sess = open_session(built_model("silero-vad") / "silero_vad.onnx", ["cuda", "openvino", "cpu"], threads=1)
     assert sess.get_providers()[0] == CPU
 

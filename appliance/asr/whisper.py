@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -27,6 +26,7 @@ import numpy as np
 
 from appliance.asr import features
 from appliance.asr.tokenizer import WhisperTokenizer
+from appliance.guards import compression_ratio
 
 log = logging.getLogger(__name__)
 
@@ -60,11 +60,6 @@ class Transcription:
     language_prob: float | None = None  # set when the language was detected
     task: str = "transcribe"
     duration_s: float = 0.0
-
-
-def compression_ratio(text: str) -> float:
-    data = text.encode("utf-8")
-    return len(data) / len(zlib.compress(data)) if data else 0.0
 
 
 def _log_softmax(x: np.ndarray) -> np.ndarray:

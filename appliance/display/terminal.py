@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["add_parser", "main", "parse_broker", "safe_text", "caption_printer"]
+__all__ = ["add_parser", "main", "parse_broker", "safe_text", "print_finals"]
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
@@ -46,24 +46,6 @@ def parse_broker(spec: str | None, default_port: int = 1883) -> tuple[str, int, 
     except ValueError:
         raise ValueError(f"--broker {spec!r}: the port is not a number from 1 to 65535") from None
     return u.hostname, port, transport, tls
-
-
-def caption_printer(languages, out=None):
-    """A caption sink for `appliance demo`: prints each final in `languages` (all when empty) as `[lang] text`."""
-    wanted = set(languages or ())
-    lock = threading.Lock()
-
-    def sink(event) -> None:
-        get = event.get if isinstance(event, dict) else (lambda k, d=None: getattr(event, k, d))
-        if not get("final", False) or (wanted and get("lang") not in wanted):
-            return
-        line = f"[{get('lang', '?')}] {safe_text(str(get('text', '')))}"
-        with lock:
-            stream = out or sys.stdout
-            stream.write(line + "\n")
-            stream.flush()
-
-    return sink
 
 
 class TerminalView:

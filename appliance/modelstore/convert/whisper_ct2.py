@@ -18,7 +18,6 @@ import numpy as np
 from appliance.modelstore.manifest import ModelError
 
 VERSION = "1"
-DEPENDS = ("whisper_onnx",)  # the shared torch module and export: a change there changes this converter's output
 FILES = ("model.bin", "config.json", "tokenizer.json")
 # CTranslate2's DataType enum order (include/ctranslate2/types.h)
 DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16, 5: "bfloat16"}

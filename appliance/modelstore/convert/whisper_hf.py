@@ -18,7 +18,6 @@ import numpy as np
 from appliance.modelstore.manifest import ModelError
 
 VERSION = "1"
-DEPENDS = ("whisper_onnx",)  # the shared torch module and export: a change there changes this converter's output
 WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 DEFAULT_BEGIN_SUPPRESS = (220,)  # " " ; <|endoftext|> is added from the tokenizer
 
