@@ -122,6 +122,41 @@ def _add_config(sub) -> None:
     r.set_defaults(func=cmd_config_reference)
 
 
+# ---- broker users --------------------------------------------------------------------------------------------
+def cmd_broker_users(args) -> int:
+    """Write a mosquitto password file + ACL (the appliance's user, one read-only display user per room)."""
+    from appliance import config
+    from appliance.bus.credentials import CredentialStore, write_broker_files
+    from appliance.daemon import CREDENTIALS_FILE
+
+    cfg = config.load(args.config) if args.config else config.Config()
+    state = Path(args.state_dir or cfg.state_dir)
+    store = CredentialStore(state / CREDENTIALS_FILE)
+    rooms = args.room or [cfg.room.id]
+    passwd, acl = write_broker_files(store, Path(args.out), prefix=cfg.broker.topic_prefix, rooms=rooms,
+                                     names=("appliance.passwd", "appliance.acl"))
+    if args.appliance_password_file:  # systemd's LoadCredential= source for broker.password
+        from appliance.bus.credentials import write_private
+
+        write_private(Path(args.appliance_password_file), store.appliance().password + "\n")
+    print(f"wrote {passwd} and {acl}: users appliance, {', '.join('display-' + r for r in store.rooms())} "
+          f"(passwords in {store.path})")
+    return 0
+
+
+def _add_broker(sub) -> None:
+    p = sub.add_parser("broker", help="broker users for a production mosquitto")
+    bsub = p.add_subparsers(dest="broker_cmd", required=True)
+    u = bsub.add_parser("users", help="write a mosquitto password file and ACL (read-only display user per room)")
+    u.add_argument("--room", action="append", help="room id (repeat for several; default: the config's room)")
+    u.add_argument("--out", required=True, help="folder for `passwd` and `acl` (e.g. /etc/mosquitto)")
+    u.add_argument("--config", default=None, help="config file (topic prefix, room, state_dir)")
+    u.add_argument("--state-dir", default=None, help="where the passwords are kept (default: the config's state_dir)")
+    u.add_argument("--appliance-password-file", default=None,
+                   help="also write the appliance user's password here (0600), e.g. for LoadCredential=")
+    u.set_defaults(func=cmd_broker_users)
+
+
 # ---- transcribe ---------------------------------------------------------------------------------------------
 def _load_config(args):
     from appliance import config
@@ -286,7 +321,9 @@ def cmd_run(args, *, demo: bool = False) -> int:
     if demo:  # show the captions as a room display receives them: subscribers on the broker, one per language
         from appliance.display.terminal import print_finals
 
-        supervisor.on_started = lambda: print_finals(cfg, cfg.languages.targets)
+        supervisor.on_started = lambda: print_finals(
+            cfg, cfg.languages.targets,
+            credential=supervisor.credentials.display(cfg.room.id) if cfg.broker.mode == "embedded" else None)
     return supervisor.run()
 
 
@@ -344,6 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_models(sub)
     _add_config(sub)
+    _add_broker(sub)
     _add_transcribe(sub)
     _add_bench(sub)
     _add_run(sub)
@@ -357,6 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from appliance.audio.base import AudioError
     from appliance.bus.broker import BrokerError
+    from appliance.bus.credentials import CredentialError
     from appliance.config import ConfigError
     from appliance.modelstore.manifest import ModelError
 
@@ -364,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging(args.verbose)
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, ModelError, AudioError, BrokerError, FileNotFoundError, ValueError) as exc:
+    except (ConfigError, ModelError, AudioError, BrokerError, CredentialError, FileNotFoundError, ValueError) as exc:
         print(f"appliance: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

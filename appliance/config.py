@@ -95,6 +95,11 @@ class BrokerConfig(_Section):
     host: str = Field("127.0.0.1", min_length=1, max_length=253, description="Broker host name or address.")
     port: int = Field(1883, ge=1, le=65535, description="Broker MQTT port.")
     ws_port: int = Field(9001, ge=1, le=65535, description="WebSocket port for browser displays (embedded broker).")
+    ws_host: str = Field("0.0.0.0", max_length=253,
+                         description="Address the embedded broker's WebSocket listener binds to ('0.0.0.0': every "
+                                     "interface, so room displays can connect). It needs the room's display "
+                                     "credentials either way; mosquitto 2.0.11 binds WebSocket on every interface "
+                                     "whatever this says.")
     tls: bool = Field(False, description="Connect with TLS (mqtts).")
     ca_file: Optional[str] = Field(None, description="CA certificate file for TLS; empty for the system store.")
     cert_file: Optional[str] = Field(None, description="Client certificate file (optional).")
@@ -111,6 +116,17 @@ class BrokerConfig(_Section):
 class PanelConfig(_Section):
     host: str = Field("127.0.0.1", description="Address the config panel binds to (loopback by default).")
     port: int = Field(8080, ge=1, le=65535, description="Config panel port.")
+    https: bool = Field(False, title="HTTPS on loopback",
+                        description="Serve the panel over HTTPS even on loopback. A panel bound to any other "
+                                    "address always uses HTTPS (self-signed certificate made at first start).")
+
+
+class DisplayServerConfig(_Section):
+    enabled: bool = Field(True, description="Serve the read-only room display pages (display page, its assets, "
+                                            "the room's read-only broker credentials) on their own listener.")
+    host: str = Field("0.0.0.0", description="Address the display server binds to ('0.0.0.0': the room LAN). "
+                                             "It serves nothing that can change the appliance.")
+    port: int = Field(8081, ge=1, le=65535, description="Display server port.")
 
 
 class AcceleratorConfig(_Section):
@@ -128,6 +144,7 @@ class Config(_Section):
     translation: TranslationConfig = Field(default_factory=TranslationConfig)
     broker: BrokerConfig = Field(default_factory=BrokerConfig)
     panel: PanelConfig = Field(default_factory=PanelConfig)
+    display: DisplayServerConfig = Field(default_factory=DisplayServerConfig)
     accelerator: AcceleratorConfig = Field(default_factory=AcceleratorConfig)
     models_dir: Optional[str] = Field(None, description="Folder of built models; default: the project's models/ or /var/lib/appliance/models.")
     state_dir: str = Field("/var/lib/appliance", description="Folder for the queue of unsent finals and other state.")

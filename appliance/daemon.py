@@ -25,6 +25,7 @@ from appliance.status import Status
 log = logging.getLogger(__name__)
 
 SAMPLE = Path(__file__).resolve().parent / "data" / "sample-en.flac"
+CREDENTIALS_FILE = "broker-credentials.json"
 
 
 @dataclass
@@ -58,23 +59,62 @@ class Supervisor:
         self._held: list = []  # finals produced while the publisher is being replaced
 
     # ---- stages ---------------------------------------------------------------------------------------------
+    @property
+    def credentials(self):
+        """The embedded broker's users (appliance + read-only display per room), kept 0600 in the state folder."""
+        from appliance.bus.credentials import CredentialStore
+
+        return CredentialStore(Path(self.cfg.state_dir) / CREDENTIALS_FILE)
+
+    def _write_broker_users(self):
+        from appliance.bus.broker import BrokerUsers
+        from appliance.bus.credentials import write_broker_files
+
+        passwd, acl = write_broker_files(self.credentials, Path(self.cfg.state_dir) / "broker",
+                                         prefix=self.cfg.broker.topic_prefix, rooms=[self.cfg.room.id])
+        return BrokerUsers(passwd, acl)
+
     def start_broker(self) -> None:
         if self.cfg.broker.mode != "embedded":
             return
         from appliance.bus.broker import EmbeddedBroker
 
-        self.broker = EmbeddedBroker(host="127.0.0.1", port=self.cfg.broker.port, ws_port=self.cfg.broker.ws_port,
-                                     state_dir=Path(self.cfg.state_dir) / "broker")
+        b = self.cfg.broker
+        self.broker = EmbeddedBroker(host="127.0.0.1", port=b.port, ws_port=b.ws_port, ws_host=b.ws_host,
+                                     state_dir=Path(self.cfg.state_dir) / "broker", users=self._write_broker_users())
         self.broker.start()
-        log.info("embedded broker on 127.0.0.1:%d (WebSocket %d)", self.cfg.broker.port, self.cfg.broker.ws_port)
+        log.info("embedded broker: MQTT on 127.0.0.1:%d, WebSocket on %s:%d (closed: display user %s reads room %s)",
+                 b.port, b.ws_host or "*", b.ws_port, self.credentials.display(self.cfg.room.id).username,
+                 self.cfg.room.id)
+
+    def rotate_display_password(self) -> str:
+        """A new read-only password for this room's displays; the embedded broker re-reads its users at once."""
+        cred = self.credentials.rotate_display(self.cfg.room.id)
+        if self.broker is not None:
+            self._write_broker_users()
+            self.broker.reload()
+        log.info("display password of room %s rotated: displays reconnect with the new one", self.cfg.room.id)
+        return cred.username
+
+    def display_connection(self) -> dict:
+        """What a room display needs to connect: the broker's WebSocket port and the room's read-only user."""
+        b = self.cfg.broker
+        info = {"room": self.cfg.room.id, "name": self.cfg.room.name, "prefix": b.topic_prefix,
+                "languages": self._languages_on_offer(), "ws_port": b.ws_port}
+        if b.mode == "embedded":
+            cred = self.credentials.display(self.cfg.room.id)
+            info.update(username=cred.username, password=cred.password)
+        return info
 
     def _broker_config(self):
         """The broker section, with the password from systemd's credential when the config holds none."""
         import os
 
         broker = self.cfg.broker
-        if broker.mode == "embedded":  # our own broker on loopback: plain, anonymous
-            return broker.model_copy(update={"host": "127.0.0.1", "tls": False, "username": None, "password": None})
+        if broker.mode == "embedded":  # our own broker on loopback, with the appliance's own user
+            cred = self.credentials.appliance()
+            return broker.model_copy(update={"host": "127.0.0.1", "tls": False, "username": cred.username,
+                                             "password": cred.password})
         cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
         cred = Path(cred_dir) / "broker-password" if cred_dir else None
         if not broker.password and cred is not None and cred.is_file():
@@ -240,6 +280,9 @@ class Supervisor:
                     self.broker.stop()
                     self.broker = None
                     self.start_broker()
+                elif self.broker is not None:  # a new room: its display user and ACL
+                    self._write_broker_users()
+                    self.broker.reload()
                 self.start_publisher()
                 restarted.append("publisher")
             if {"languages", "vad", "asr", "translation", "accelerator"} & set(changed):

@@ -258,10 +258,12 @@ def _room_conf(tmp_path: Path, port: int, ws_port: int, extra: str = "") -> Path
     conf = (src / "appliance.conf").read_text()
     conf = conf.replace("listener 1883", f"listener {port} 127.0.0.1").replace("listener 9001", f"listener {ws_port}")
     conf = conf.replace("/etc/mosquitto/appliance.passwd", str(tmp_path / "passwd"))
-    conf = conf.replace("/etc/mosquitto/appliance.acl", str(src / "appliance.acl"))
+    conf = conf.replace("/etc/mosquitto/appliance.acl", str(tmp_path / "acl"))
+    (tmp_path / "acl").write_text((src / "appliance.acl").read_text().replace("room1", "r1"))
     (tmp_path / "conf.d").mkdir(exist_ok=True)
     (tmp_path / "conf.d" / "appliance.conf").write_text(conf + "\n" + extra)
     subprocess.run(["mosquitto_passwd", "-b", "-c", str(tmp_path / "passwd"), "appliance", "s3cret"], check=True)
+    subprocess.run(["mosquitto_passwd", "-b", str(tmp_path / "passwd"), "display-r1", "d1splay"], check=True)
     os.chmod(tmp_path / "passwd", 0o600)
     main = tmp_path / "mosquitto.conf"
     import pwd
@@ -293,9 +295,18 @@ def test_shipped_config_auth_acl_and_bridge_to_central(tmp_path, caplog):
             wait_until(lambda: any(s == "refused" for s, _ in states), what="refused state")
             bad.stop(timeout=0.5)
         assert "refused the connection" in caplog.text and "broker.password" in caplog.text
-        # anonymous clients may read but not publish captions (ACL)
-        near = Recorder(room_port, ["appliance/r1/captions/pt"])
+        # anonymous clients are refused; the display user may read but not publish captions (ACL)
+        anon = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+        refused = []
+        anon.on_connect = lambda c, u, f, reason, p: refused.append(reason.is_failure)
+        anon.connect("127.0.0.1", room_port)
+        anon.loop_start()
+        wait_until(lambda: refused, what="anonymous CONNACK")
+        anon.loop_stop()
+        assert refused == [True]
+        near = Recorder(room_port, ["appliance/r1/captions/pt"], username="display-r1", password="d1splay")
         raw = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+        raw.username_pw_set("display-r1", "d1splay")
         raw.connect("127.0.0.1", room_port)
         raw.loop_start()
         raw.publish("appliance/r1/captions/pt", encode(caption_message(final(99), 1)), qos=1).wait_for_publish(5)

@@ -132,10 +132,11 @@ def main(args) -> int:
     return 0
 
 
-def print_finals(cfg, languages, out=None) -> list:
+def print_finals(cfg, languages, out=None, *, credential=None) -> list:
     """Subscribe like a room display (one feed per language) and print each final once as `[lang] text`.
 
-    Used by `appliance demo`; returns the started feeds (stop them with .stop()).
+    Used by `appliance demo`; returns the started feeds (stop them with .stop()). `credential`: the room's
+    read-only display user, which the (closed) embedded broker requires.
     """
     from appliance.bus.client import CaptionFeed, FeedOptions
 
@@ -143,8 +144,8 @@ def print_finals(cfg, languages, out=None) -> list:
     printed: dict[str, int] = {}
     host = "127.0.0.1" if cfg.broker.mode == "embedded" else cfg.broker.host
     opts = FeedOptions(host=host, port=cfg.broker.port, prefix=cfg.broker.topic_prefix,
-                       username=cfg.broker.username if cfg.broker.mode != "embedded" else None,
-                       password=cfg.broker.password if cfg.broker.mode != "embedded" else None,
+                       username=credential.username if credential else cfg.broker.username,
+                       password=credential.password if credential else cfg.broker.password,
                        tls=cfg.broker.tls and cfg.broker.mode != "embedded", ca_file=cfg.broker.ca_file)
     feeds = []
     for lang in languages:
