@@ -311,6 +311,8 @@ def cmd_run(args, *, demo: bool = False) -> int:
             moved["broker.ws_port"] = cfg.broker.ws_port = _free_port()
         if _busy(cfg.panel.port):
             moved["panel.port"] = cfg.panel.port = _free_port()
+        if cfg.display.enabled and _busy(cfg.display.port):
+            moved["display.port"] = cfg.display.port = _free_port()
         if moved:
             log.warning("demo: default ports in use, using %s for this run", moved)
     if args.input and not Path(args.input).is_file():

@@ -37,6 +37,18 @@ class RunOptions:
     use_sample_without_mic: bool = False
 
 
+def _lan_host() -> str:
+    """This machine's address on the room network (the route to a LAN peer), for the URLs in the log."""
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect(("192.0.2.1", 9))  # no packet is sent: this only picks the outgoing interface
+            return s.getsockname()[0]
+    except OSError:
+        return socket.gethostname()
+
+
 class Supervisor:
     def __init__(self, cfg: Config, opts: RunOptions):
         self.cfg = cfg
@@ -50,6 +62,7 @@ class Supervisor:
         self.broker = None
         self.capture = None
         self.panel = None
+        self.display_server = None
         self._capture_thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._input_done = threading.Event()
@@ -266,6 +279,25 @@ class Supervisor:
 
         self.panel = serve(self)
 
+    def start_display_server(self) -> None:
+        """The read-only display pages on the room LAN (display.host:display.port), apart from the panel."""
+        if not self.cfg.display.enabled:
+            return
+        from appliance.display.server import create_app
+        from appliance.webserver import WebServer
+
+        self.display_server = WebServer(create_app(self.display_connection), self.cfg.display.host,
+                                        self.cfg.display.port, name="display").start()
+
+    def _log_urls(self) -> None:
+        lang = (self.cfg.languages.targets or ["en"])[0]
+        if self.display_server is not None:
+            host = self.cfg.display.host if self.cfg.display.host not in ("0.0.0.0", "::", "") else _lan_host()
+            log.info("room display: http://%s:%d/display/?room=%s&lang=%s", host, self.display_server.port,
+                     self.cfg.room.id, lang)
+        if self.panel is not None:
+            log.info("admin panel: %s", self.panel.url)
+
     # ---- config changes -------------------------------------------------------------------------------------
     def apply_config(self, new: Config) -> list[str]:
         """Restart only the stages whose settings changed; returns their names."""
@@ -314,9 +346,8 @@ class Supervisor:
         self.start_capture()
         if not self.opts.once:
             self.start_panel()
-            log.info("panel: http://%s:%d/  display: http://%s:%d/display/?room=%s&lang=%s", self.cfg.panel.host,
-                     self.cfg.panel.port, self.cfg.panel.host, self.cfg.panel.port, self.cfg.room.id,
-                     (self.cfg.languages.targets or ["en"])[0])
+            self.start_display_server()
+            self._log_urls()
         if self.on_started is not None:
             self._attached = list(self.on_started() or [])
         notify.ready(f"captioning room {self.cfg.room.id}")
@@ -342,6 +373,8 @@ class Supervisor:
             thing.stop()
         if self.panel is not None:
             self.panel.shutdown()
+        if self.display_server is not None:
+            self.display_server.shutdown()
         if self.broker is not None:
             self.broker.stop()
         log.info("stopped")

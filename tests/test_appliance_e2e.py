@@ -7,9 +7,11 @@ subscriber on the broker receives captions in the new language.
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -43,11 +45,15 @@ def test_panel_change_reaches_the_running_daemon(models, tmp_path, artifacts):
         "room": {"id": "hall"}, "languages": {"source": "auto", "targets": ["en"]},
         "broker": {"mode": "external", "host": "127.0.0.1", "port": broker.port},
         "panel": {"host": "127.0.0.1", "port": panel_port}, "state_dir": str(tmp_path / "state"),
+        "display": {"host": "127.0.0.1", "port": free_port()},
     }), cfg_path)
     rec = Recorder(broker.port, ["appliance/hall/captions/#"])
     proc = subprocess.Popen([sys.executable, "-m", "appliance", "--models-dir", str(models), "run", "--config",
-                             str(cfg_path), "--input", str(long_input)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             str(cfg_path), "--input", str(long_input)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True)
+    err_lines: list[str] = []  # read as it comes: the first-run set-up code is in the log
+    reader = threading.Thread(target=lambda: err_lines.extend(iter(proc.stderr.readline, "")), daemon=True)
+    reader.start()
     url = f"http://127.0.0.1:{panel_port}"
     try:
         wait_until(lambda: any(c["final"] and c["text"] for c in rec.captions("appliance/hall/captions/en")), 90,
@@ -59,6 +65,9 @@ def test_panel_change_reaches_the_running_daemon(models, tmp_path, artifacts):
             page.set_default_timeout(20_000)
             page.goto(url + "/")
             assert page.url == url + "/setup"
+            code = next(re.search(r"set-up code for the panel: (\S+)", l).group(1) for l in list(err_lines)
+                        if "set-up code for the panel" in l)
+            page.fill("#setup_code", code)
             page.fill("#password", PASSWORD)
             page.fill("#confirm", PASSWORD)
             page.click("button[type=submit]")
@@ -79,7 +88,9 @@ def test_panel_change_reaches_the_running_daemon(models, tmp_path, artifacts):
                    "English captions going on")
     finally:
         proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=60)
+        proc.wait(timeout=60)
+        reader.join(10)
+        err = "".join(err_lines)
         rec.stop()
         broker.stop()
     assert proc.returncode == 0, err[-3000:]

@@ -36,6 +36,7 @@ class Live:
                               on_config_saved=self.apply, admin_file=tmp / "state" / "panel-admin.json",
                               device_lister=lambda: [{"index": 1, "name": "Room mic", "channels": 2, "default_rate": 44100.0}])
         self.ctx = self.app.extensions["appliance_panel"]
+        self.ctx.display_link = (8081, "/display/?room=room1&lang=en")  # what serve() sets for the display server
         self.server = PanelServer(self.app, "127.0.0.1", 0).start()
         self.url = self.server.url.rstrip("/")
 
@@ -102,6 +103,12 @@ def test_first_run_password_then_login(live, new_page, artifacts):
     page = new_page()
     page.goto(live.url + "/")
     assert page.url == live.url + "/setup"
+    page.fill("#setup_code", "WRONG-CODE0")
+    page.fill("#password", PASSWORD)
+    page.fill("#confirm", PASSWORD)
+    page.click("button[type=submit]")
+    assert "wrong set-up code" in page.inner_text("#form-error") and not live.ctx.admin.is_set
+    page.fill("#setup_code", live.ctx.setup_code.lower())  # as typed off the console: case does not matter
     page.fill("#password", PASSWORD)
     page.fill("#confirm", PASSWORD)
     page.screenshot(path=str(artifacts / "panel-first-run.png"))
@@ -232,7 +239,7 @@ def test_live_page_and_level_meter_on_a_phone(live, new_page, artifacts):
         text = page.inner_text("#live-captions")
         assert "Bem-vindos à reunião." in text and "Today we talk about the budget." in text
         assert page.inner_text("#live-broker") == "connected"
-        assert page.get_attribute("a.button", "href") == "/display/"
+        assert page.get_attribute("a.button", "href") == "http://127.0.0.1:8081/display/?room=room1&lang=en"
         assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")  # no sideways scrolling
         page.screenshot(path=str(artifacts / "panel-live-phone.png"), full_page=True)
     finally:

@@ -1,50 +1,44 @@
-"""The config panel: a small Flask app (create_app) and a threaded server for the daemon (serve / PanelServer)."""
+"""The config panel: a small Flask app (create_app), served for the daemon by cheroot (serve).
+
+On loopback the panel speaks plain HTTP unless `panel.https`; bound to any other address it always speaks
+HTTPS, with a self-signed certificate made at first start (its fingerprint is logged and shown on every page).
+"""
 
 from __future__ import annotations
 
+import ipaddress
 import logging
-import threading
 from pathlib import Path
 
 from appliance.panel.app import create_app
+from appliance.webserver import WebServer
 
-__all__ = ["create_app", "PanelServer", "serve", "ADMIN_FILE_NAME"]
+__all__ = ["create_app", "PanelServer", "serve", "ADMIN_FILE_NAME", "TLS_DIR_NAME", "needs_https"]
 
 log = logging.getLogger(__name__)
 ADMIN_FILE_NAME = "panel-admin.json"
+TLS_DIR_NAME = "panel-tls"
+PanelServer = WebServer  # the name older callers use
 
 
-class PanelServer:
-    """werkzeug's threaded WSGI server on its own thread; `shutdown()` stops it."""
-
-    def __init__(self, app, host: str, port: int):
-        from werkzeug.serving import make_server
-
-        self.server = make_server(host, port, app, threaded=True)
-        self.host, self.port = host, self.server.server_port
-        self.thread = threading.Thread(target=self.server.serve_forever, name="panel", daemon=True)
-
-    @property
-    def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}/"
-
-    def start(self) -> "PanelServer":
-        self.thread.start()
-        log.info("config panel on %s", self.url)
-        return self
-
-    def shutdown(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(5)
+def needs_https(host: str, https: bool) -> bool:
+    """HTTPS when asked, and always off loopback (a password typed over the room LAN must not travel in clear)."""
+    if https:
+        return True
+    if host == "localhost":
+        return False
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return True  # a host name could resolve to anything
 
 
-def serve(supervisor, *, admin_file: str | Path | None = None, device_lister=None) -> PanelServer:
+def serve(supervisor, *, admin_file: str | Path | None = None, device_lister=None) -> WebServer:
     """Start the panel for a running daemon.
 
-    Uses supervisor.cfg (panel.host/port, state_dir), supervisor.opts.config_path and .models_dir,
-    supervisor.status, and supervisor.apply_config(new_config) as the on-save callback.
+    Uses supervisor.cfg (panel, display, state_dir), supervisor.opts.config_path and .models_dir,
+    supervisor.status, supervisor.apply_config(new_config) as the on-save callback, and (when present)
+    supervisor.rotate_display_password for the embedded broker's display user.
     """
     from appliance.config import DEFAULT_PATH
 
@@ -52,4 +46,19 @@ def serve(supervisor, *, admin_file: str | Path | None = None, device_lister=Non
     app = create_app(supervisor.opts.config_path or DEFAULT_PATH, supervisor.status,
                      models_dir=supervisor.opts.models_dir, on_config_saved=supervisor.apply_config,
                      admin_file=admin_file or Path(cfg.state_dir) / ADMIN_FILE_NAME, device_lister=device_lister)
-    return PanelServer(app, cfg.panel.host, cfg.panel.port).start()
+    ctx = app.extensions["appliance_panel"]
+    tls = None
+    if needs_https(cfg.panel.host, cfg.panel.https):
+        from appliance.panel.tls import ensure_certificate
+
+        tls = ensure_certificate(Path(cfg.state_dir) / TLS_DIR_NAME)
+        ctx.tls_fingerprint = tls.fingerprint
+        log.info("panel certificate SHA-256 fingerprint %s (check it when the browser asks)", tls.fingerprint)
+    if cfg.broker.mode == "embedded" and hasattr(supervisor, "rotate_display_password"):
+        ctx.rotate_display_password = supervisor.rotate_display_password
+    if cfg.display.enabled:
+        lang = (cfg.languages.targets or ["en"])[0]
+        ctx.display_link = (cfg.display.port, f"/display/?room={cfg.room.id}&lang={lang}")
+    server = WebServer(app, cfg.panel.host, cfg.panel.port, tls=tls, name="panel").start()
+    log.info("config panel on %s", server.url)
+    return server

@@ -106,10 +106,30 @@ def devices():
     return jsonify(devices=found, note=note)
 
 
+def public_problems(problems: list[str]) -> list[str]:
+    """'pipeline error: <exception text>' -> 'pipeline error': the part before the first colon, deduplicated."""
+    out: list[str] = []
+    for p in problems:
+        head = str(p).split(":", 1)[0].strip()[:80]
+        if head not in out:
+            out.append(head)
+    return out
+
+
+def _admin_session() -> bool:
+    ctx = _ctx()
+    try:
+        return session.get("user") == "admin" and session.get("epoch") == ctx.admin.epoch
+    except ValueError:
+        return False
+
+
 @bp.get("/healthz")
 def healthz():
     ctx = _ctx()
     healthy, problems = ctx.health()
+    if not _admin_session():  # anonymous callers get what is wrong, never the exception text (/api/status has it)
+        problems = public_problems(problems)
     body = {"healthy": healthy, "problems": problems, "uptime_s": round(ctx.status.uptime_s, 1),
             "broker": ctx.status.snapshot()["broker"]["state"]}
     return jsonify(body), 200 if healthy else 503

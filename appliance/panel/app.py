@@ -19,14 +19,14 @@ from werkzeug.exceptions import HTTPException
 
 from appliance.config import Config
 from appliance.panel.apply import Applier
-from appliance.panel.auth import AdminStore, RateLimiter, host_allowed, new_csrf_token, same_token
+from appliance.panel.auth import AdminStore, RateLimiter, host_allowed, new_csrf_token, new_setup_code, same_token
 from appliance.status import Status
 
 log = logging.getLogger(__name__)
 
 UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 PUBLIC_ENDPOINTS = {"static", "views.login", "views.setup", "api.healthz", "api.metrics"}
-DISPLAY_ENDPOINTS = "display."  # the room display page (appliance.display.web) is public, like a screen on the wall
+# the room display is not served here: the display server (appliance/display/server.py) serves it on its own port
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
        "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
 LOGIN_LIMIT, LOGIN_WINDOW_S = 5, 60.0
@@ -48,6 +48,10 @@ class PanelContext:
         self.health = health
         self.metrics_public = metrics_public
         self.login_limiter = RateLimiter(LOGIN_LIMIT, LOGIN_WINDOW_S)
+        self.setup_code: str | None = None  # the first-run page's one-time code (None once a password is set)
+        self.tls_fingerprint: str | None = None  # SHA-256 of the panel's certificate, shown on its pages
+        self.display_link: tuple[int, str] | None = None  # (display server port, page path + query) for links
+        self.rotate_display_password: Callable[[], str] | None = None
         self.save_lock = threading.Lock()  # one load-modify-save at a time
 
 
@@ -55,7 +59,7 @@ def create_app(config_path: str | os.PathLike, status: Status, *, models_dir: st
                on_config_saved: Callable[[Config], Any] | None = None, admin_file: str | os.PathLike,
                device_lister: Callable[[], list] | None = None,
                health: Callable[[], tuple[bool, list[str]]] | None = None, metrics_public: bool = False,
-               allowed_hosts: Iterable[str] = ()) -> Flask:
+               allowed_hosts: Iterable[str] = (), setup_code: str | None = None) -> Flask:
     """The config panel.
 
     config_path      the config file the panel edits (written with config.save_atomic)
@@ -67,6 +71,7 @@ def create_app(config_path: str | os.PathLike, status: Status, *, models_dir: st
     health           () -> (healthy, problems) for /healthz; default status.health
     metrics_public   serve /metrics to every address, not only loopback
     allowed_hosts    DNS names (besides IP literals, single-label and .local/.lan names) the panel answers to
+    setup_code       the one-time code the first-run page asks for; made (and logged) when no password is set
     """
     from appliance.panel import api, views
 
@@ -76,6 +81,9 @@ def create_app(config_path: str | os.PathLike, status: Status, *, models_dir: st
                        applier=Applier(on_config_saved), device_lister=device_lister,
                        health=health or status.health, metrics_public=metrics_public)
     app.extensions["appliance_panel"] = ctx
+    if not _admin_set(admin):
+        ctx.setup_code = setup_code or new_setup_code()
+        log.warning("first-run set-up code for the panel: %s (the set-up page asks for it)", ctx.setup_code)
     # the session key is made once and kept in admin_file at first run, so sessions survive restarts
     app.config.update(SECRET_KEY=admin.secret_key, SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Strict",
                       SESSION_COOKIE_NAME="appliance_session", PERMANENT_SESSION_LIFETIME=timedelta(hours=12),
@@ -83,7 +91,6 @@ def create_app(config_path: str | os.PathLike, status: Status, *, models_dir: st
                       JSON_SORT_KEYS=False, TEMPLATES_AUTO_RELOAD=False)
     app.register_blueprint(views.bp)
     app.register_blueprint(api.bp)
-    _mount_display(app)
 
     extra_hosts = frozenset(h.strip().lower().rstrip(".") for h in allowed_hosts)
 
@@ -94,7 +101,7 @@ def create_app(config_path: str | os.PathLike, status: Status, *, models_dir: st
                     "(DNS rebinding protection)", 400, {"Content-Type": "text/plain; charset=utf-8"})
         endpoint = request.endpoint or ""
         wants_json = request.path.startswith("/api/")
-        protected = endpoint not in PUBLIC_ENDPOINTS and not endpoint.startswith(DISPLAY_ENDPOINTS)
+        protected = endpoint not in PUBLIC_ENDPOINTS
         if protected or endpoint in ("views.login", "views.setup"):
             try:
                 admin.is_set
@@ -131,7 +138,8 @@ def create_app(config_path: str | os.PathLike, status: Status, *, models_dir: st
         apply = ctx.applier.state()
         apply["show"] = apply["state"] in ("applying", "failed") or (
             apply["state"] == "applied" and time.time() - apply["at"] < APPLIED_NOTICE_S)
-        return {"csrf_token": session["csrf"], "logged_in": logged_in(), "pages": views.PAGES, "apply_state": apply}
+        return {"csrf_token": session["csrf"], "logged_in": logged_in(), "pages": views.PAGES, "apply_state": apply,
+                "tls_fingerprint": ctx.tls_fingerprint, "display_url": _display_url(ctx)}
 
     @app.after_request
     def headers(resp):
@@ -143,7 +151,7 @@ def create_app(config_path: str | os.PathLike, status: Status, *, models_dir: st
         h["Permissions-Policy"] = "camera=(), microphone=(), geolocation=(), interest-cohort=()"
         h["Cross-Origin-Opener-Policy"] = "same-origin"
         h["Cross-Origin-Resource-Policy"] = "same-origin"
-        if request.endpoint != "static" and not (request.endpoint or "").startswith(DISPLAY_ENDPOINTS):
+        if request.endpoint != "static":
             h["Cache-Control"] = "no-store"
         return resp
 
@@ -170,14 +178,20 @@ def create_app(config_path: str | os.PathLike, status: Status, *, models_dir: st
     return app
 
 
-def _mount_display(app: Flask) -> None:
-    """Serve the web room display at /display/ when its module is installed (it sets its own CSP)."""
+def _display_url(ctx: PanelContext) -> str | None:
+    """The display server on the host name the admin used to reach the panel (it runs on the same device)."""
+    if ctx.display_link is None:
+        return None
+    port, path = ctx.display_link
+    host = request.host.rsplit(":", 1)[0] if not request.host.endswith("]") else request.host
+    return f"http://{host}:{port}{path}"
+
+
+def _admin_set(admin: AdminStore) -> bool:
     try:
-        from appliance.display.web import blueprint
-    except ImportError as exc:
-        log.info("room display not served by the panel: %s", exc)
-        return
-    app.register_blueprint(blueprint(), url_prefix="/display")
+        return admin.is_set
+    except ValueError:  # damaged: the pages say so; a set-up code is needed once it is deleted
+        return False
 
 
 def context(app: Flask | None = None) -> PanelContext:

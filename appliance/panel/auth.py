@@ -101,7 +101,11 @@ def _write_private(path: Path, text: str) -> None:
 
 
 class RateLimiter:
-    """At most `limit` failures per `window_s` per key (client address); then blocked until the oldest expires."""
+    """At most `limit` failures per `window_s` per key (client address); then blocked until the oldest expires.
+
+    `acquire` counts an attempt as failed before the password is checked, in one locked step, so a burst of
+    concurrent requests cannot all pass the check before any failure is recorded; `reset` on success.
+    """
 
     def __init__(self, limit: int = 5, window_s: float = 60.0, clock=time.monotonic):
         self.limit, self.window_s, self.clock = limit, window_s, clock
@@ -123,17 +127,46 @@ class RateLimiter:
                 return 0.0
             return max(0.0, self.window_s - (now - q[0]))
 
+    def acquire(self, key: str) -> float:
+        """Reserve one attempt: 0 when allowed (the attempt already counts as a failure), else seconds to wait."""
+        with self._lock:
+            now = self.clock()
+            q = self._prune(key, now)
+            if len(q) >= self.limit:
+                return max(0.001, self.window_s - (now - q[0]))
+            q.append(now)
+            self._forget_quiet()
+            return 0.0
+
+    def _forget_quiet(self) -> None:
+        if len(self._fails) > 10000:  # bounded: forget quiet addresses
+            for k in [k for k, q in self._fails.items() if not q]:
+                del self._fails[k]
+
     def fail(self, key: str) -> None:
         with self._lock:
             now = self.clock()
             self._prune(key, now).append(now)
-            if len(self._fails) > 10000:  # bounded: forget quiet addresses
-                for k in [k for k, q in self._fails.items() if not q]:
-                    del self._fails[k]
+            self._forget_quiet()
 
     def reset(self, key: str) -> None:
         with self._lock:
             self._fails.pop(key, None)
+
+
+SETUP_CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I: read off a console
+SETUP_CODE_CHARS = 10  # 50 bits, and guesses are rate limited
+
+
+def new_setup_code() -> str:
+    """The one-time code the first-run page asks for, printed to the console/journal: XXXXX-XXXXX."""
+    raw = "".join(secrets.choice(SETUP_CODE_ALPHABET) for _ in range(SETUP_CODE_CHARS))
+    return f"{raw[:5]}-{raw[5:]}"
+
+
+def same_setup_code(expected: str | None, given: str | None) -> bool:
+    norm = lambda c: (c or "").strip().upper().replace("-", "").replace(" ", "")  # noqa: E731
+    return bool(expected) and hmac.compare_digest(norm(expected), norm(given))
 
 
 def new_csrf_token() -> str:

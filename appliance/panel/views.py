@@ -8,7 +8,7 @@ from flask import Blueprint, flash, redirect, render_template, request, session,
 
 from appliance.config import Config, ConfigError
 from appliance.panel import facts
-from appliance.panel.auth import new_csrf_token, password_problem
+from appliance.panel.auth import new_csrf_token, password_problem, same_setup_code
 from appliance.panel.fields import get_path, parse, set_path, spec
 from appliance.panel.saving import load_current, save
 
@@ -169,7 +169,19 @@ def models():
 # ---- live ------------------------------------------------------------------------------------------------------
 @bp.route("/live")
 def live():
-    return render_template("live.html", s=_ctx().status.snapshot())
+    ctx = _ctx()
+    return render_template("live.html", s=ctx.status.snapshot(), can_rotate=ctx.rotate_display_password is not None)
+
+
+@bp.route("/display-password", methods=["POST"])
+def rotate_display_password():
+    rotate = _ctx().rotate_display_password
+    if rotate is None:
+        return render_template("error.html", code=409, message="this appliance uses an external broker: change the "
+                                                               "display user's password there"), 409
+    user = rotate()
+    flash(f"New password for {user}: displays reload their connection details and reconnect.", "ok")
+    return redirect(url_for("views.live"), code=303)
 
 
 # ---- admin: first run, login, logout, password -----------------------------------------------------------------
@@ -192,10 +204,11 @@ def setup():
     admin = _ctx().admin
     if admin.is_set:
         return redirect(url_for("views.login"), code=303)
-    error = ""
+    error, code = "", 200
     if request.method == "POST":
         pw, again = request.form.get("password", ""), request.form.get("confirm", "")
         error = password_problem(pw) or ("the two passwords differ" if pw != again else "")
+        error, code = _check_setup_code(error)
         if not error:
             try:
                 admin.set_password(pw, first_run=True)
@@ -204,7 +217,21 @@ def setup():
             _log_in()
             flash("Admin password set. You are logged in.", "ok")
             return redirect(url_for("views.room"), code=303)
-    return render_template("setup.html", error=error), 400 if error else 200
+    return render_template("setup.html", error=error), code
+
+
+def _check_setup_code(error: str) -> tuple[str, int]:
+    """The one-time code from the console/journal; wrong codes count against the address like failed logins."""
+    if error:
+        return error, 400
+    ctx, addr = _ctx(), request.remote_addr or "?"
+    wait = ctx.login_limiter.acquire(addr)
+    if wait:
+        return f"too many wrong set-up codes: try again in {int(wait) + 1} s", 429
+    if not same_setup_code(ctx.setup_code, request.form.get("setup_code")):
+        return "wrong set-up code: it is printed in the appliance log (journalctl -u appliance)", 401
+    ctx.login_limiter.reset(addr)
+    return "", 200
 
 
 @bp.route("/login", methods=["GET", "POST"])
@@ -215,7 +242,7 @@ def login():
     error, code, headers = "", 200, {}
     if request.method == "POST":
         addr = request.remote_addr or "?"
-        wait = ctx.login_limiter.retry_after(addr)
+        wait = ctx.login_limiter.acquire(addr)  # counted before the check: concurrent bursts cannot slip through
         if wait:
             error, code = f"too many failed logins: try again in {int(wait) + 1} s", 429
             headers["Retry-After"] = str(int(wait) + 1)
@@ -224,7 +251,6 @@ def login():
             _log_in()
             return redirect(_safe_next(request.form.get("next")), code=303)
         else:
-            ctx.login_limiter.fail(addr)
             error, code = "wrong password", 401
     return render_template("login.html", error=error, next=request.values.get("next", "")), code, headers
 
@@ -242,12 +268,12 @@ def password():
     if request.method == "POST":
         addr = request.remote_addr or "?"
         pw, again = request.form.get("password", ""), request.form.get("confirm", "")
-        if ctx.login_limiter.retry_after(addr):
+        if ctx.login_limiter.acquire(addr):
             error, code = "too many failed attempts: wait a minute", 429
         elif not ctx.admin.check(request.form.get("current", "")):
-            ctx.login_limiter.fail(addr)
             error, code = "the current password is wrong", 401
         else:
+            ctx.login_limiter.reset(addr)
             error = password_problem(pw) or ("the two passwords differ" if pw != again else "")
             if not error:
                 ctx.admin.set_password(pw, first_run=False)

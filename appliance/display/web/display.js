@@ -118,10 +118,37 @@
   }
   updateBanner();
   infoEl.textContent = room + " · " + lang;
-  var client = mqtt.connect(broker, {
+  // Served by the display server: connection.json gives the broker's WebSocket port and the room's read-only
+  // user. Opened from disk (or with ?broker=): the query parameters say where and who.
+  if (q.get("broker") || window.location.protocol === "file:") {
+    connect(broker, q.get("username") || undefined, q.get("password") || undefined);
+  } else {
+    fetch("connection.json", { cache: "no-store", credentials: "omit" })
+      .then(function (r) { if (!r.ok) throw new Error("HTTP " + r.status); return r.json(); })
+      .then(function (c) {
+        var scheme = window.location.protocol === "https:" ? "wss://" : "ws://";
+        connect(scheme + host + ":" + c.ws_port, c.username || undefined, c.password || undefined);
+      })
+      .catch(function (err) {
+        banner("Cannot get the caption server's details: " + err.message + " (retrying)", "");
+        setTimeout(function () { window.location.reload(); }, 5000);
+      });
+  }
+
+  function connect(url, username, password) {
+  var client = mqtt.connect(url, {
     clientId: clientId, protocolVersion: 5, clean: false, properties: { sessionExpiryInterval: 600 },
     reconnectPeriod: 1000, connectTimeout: 5000, keepalive: 30,
-    username: q.get("username") || undefined, password: q.get("password") || undefined
+    username: username, password: password
+  });
+  client.on("error", function (err) {
+    // refused (bad user or password: rotated in the panel): fetch the connection details again
+    if (err && (err.code === 134 || err.code === 135 || err.code === 4 || err.code === 5) &&
+        !q.get("broker") && window.location.protocol !== "file:") {
+      client.end(true);
+      banner("The caption server refused this display: reloading its details…", "connecting");
+      setTimeout(function () { window.location.reload(); }, 2000);
+    }
   });
   client.on("connect", function () {
     connected = true;
@@ -150,4 +177,5 @@
       console.warn("caption display: ignored a message on " + topic + ": " + e);
     }
   });
+  }
 })();
