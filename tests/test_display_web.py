@@ -125,3 +125,45 @@ def test_display_blueprint_serves_only_its_files(stack):
     assert c.get(f"/display/{web.MQTT_JS}").status_code == 200
     assert c.get("/display/package.json").status_code == 404
     assert c.get("/display/node_modules/mqtt/package.json").status_code == 404
+
+
+def test_display_from_the_display_server_reads_the_closed_broker_with_its_room_user(browser, tmp_path, artifacts):
+    """The page as a room screen gets it: from the display server on the LAN address, connection details from
+    connection.json, the room's read-only user against a closed broker."""
+    from appliance.bus.broker import BrokerUsers, EmbeddedBroker
+    from appliance.bus.credentials import CredentialStore, write_broker_files
+    from appliance.display.server import create_app
+    from appliance.webserver import WebServer
+    from test_broker_security import lan_address
+
+    store = CredentialStore(tmp_path / "creds.json")
+    passwd, acl = write_broker_files(store, tmp_path / "broker", prefix="appliance", rooms=["r1"])
+    broker = EmbeddedBroker(port=free_port(), ws_port=free_port(), ws_host="0.0.0.0", state_dir=tmp_path / "broker",
+                            users=BrokerUsers(passwd, acl))
+    broker.start()
+    app_user = store.appliance()
+    pub = Publisher(BrokerConfig(port=broker.port, username=app_user.username, password=app_user.password),
+                    room="r1", state_dir=tmp_path, max_backoff_s=1.0)
+    cred = store.display("r1")
+    info = {"room": "r1", "name": "Hall", "prefix": "appliance", "languages": ["pt"], "ws_port": broker.ws_port,
+            "username": cred.username, "password": cred.password}
+    lan = lan_address()
+    server = WebServer(create_app(lambda: info), lan, 0, name="display").start()
+    page = browser.new_page(viewport={"width": 1024, "height": 600})
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    try:
+        pub.start()
+        page.goto(f"http://{lan}:{server.port}/")  # redirected to the room's first language
+        assert page.url.endswith("/display/?room=r1&lang=pt")
+        page.wait_for_function("() => document.getElementById('banner').hidden")  # connected, room online
+        pub.publish(final(1, text="Bom dia a todos."))
+        page.wait_for_function("() => window.captionDisplay.finals === 1")
+        assert rows(page)[-1] == ["Bom dia a todos.", False]
+        page.screenshot(path=str(artifacts / "display-web-display-server.png"))
+        assert not errors
+    finally:
+        page.close()
+        server.shutdown()
+        pub.stop(timeout=1)
+        broker.stop()

@@ -412,3 +412,17 @@ def test_damaged_admin_file_names_itself(tmp_path):
     assert r.status_code == 500 and "panel-admin.json: unreadable" in r.text and "delete it" in r.text
     assert p.client.get("/login").status_code == 500
     assert p.client.get("/healthz").status_code == 503  # health does not depend on the admin file
+
+
+def test_display_password_is_rotated_from_the_live_page(tmp_path):
+    p = Panel(tmp_path).setup_and_login()
+    assert p.client.post("/display-password", data={"csrf_token": p.token("/live")}).status_code == 409  # external
+    rotated = []
+    p.ctx.rotate_display_password = lambda: rotated.append(1) or "display-room1"
+    assert 'id="rotate-display-password"' in p.client.get("/live").text
+    assert p.client.post("/display-password", data={}).status_code == 400 and not rotated  # CSRF
+    r = p.client.post("/display-password", data={"csrf_token": p.token("/live")})
+    assert r.status_code == 303 and rotated == [1]
+    assert "New password for display-room1" in p.client.get("/live").text
+    anon = p.app.test_client()
+    assert anon.post("/display-password", data={}).status_code in (302, 303, 400) and rotated == [1]
