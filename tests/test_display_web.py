@@ -24,7 +24,7 @@ EVIL = '<img src=x onerror="document.title=\'pwned\'"><script>document.title="pw
 @pytest.fixture(scope="module")
 def browser():
     if not web.mqtt_js_installed():
-        pytest.fail("mqtt.js is not installed: run scripts/setup (npm ci in appliance/display/web)")
+        pytest.fail("mqtt.js is not installed: run scripts/web-assets (scripts/setup does it)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:

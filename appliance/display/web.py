@@ -1,8 +1,9 @@
 """Serves the web room display: a Flask blueprint the panel mounts (or `make_app()` on its own).
 
-The page, its script and style live in `web/`; the MQTT client (mqtt.js) is installed there from the npm
-registry by scripts/setup (`npm ci` in appliance/display/web) and served from node_modules, so the same
-relative paths work when the page is opened from disk.
+The page, its script and style live in `web/`; the MQTT client (mqtt.js) comes from the npm registry
+(`npm ci` in appliance/display/web) and is vendored with its licence into `web/vendor/` by scripts/web-assets
+(which scripts/setup and scripts/install run), so the same relative paths work when the page is opened from disk
+and the installed package ships it.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from flask import Blueprint, Flask, Response, abort, send_from_directory
 __all__ = ["WEB_DIR", "MQTT_JS", "static_folder", "blueprint", "make_app", "FILES"]
 
 WEB_DIR = Path(__file__).resolve().parent / "web"
-MQTT_JS = "node_modules/mqtt/dist/mqtt.min.js"
+MQTT_JS = "vendor/mqtt.min.js"
 FILES = ("index.html", "display.js", "display.css", MQTT_JS)  # everything the page loads; nothing else is served
 # the page talks to the broker over WebSocket on another port, so connect-src allows ws: / wss:
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self' ws: wss:; "
@@ -43,7 +44,7 @@ def blueprint(name: str = "display") -> Blueprint:
         if path not in FILES:
             abort(404)
         if path == MQTT_JS and not mqtt_js_installed():
-            return Response("mqtt.js is not installed: run scripts/setup (npm ci --prefix appliance/display/web)\n",
+            return Response("mqtt.js is not installed: run scripts/web-assets (scripts/setup does it)\n",
                             status=503, mimetype="text/plain")
         return _send(path)
 

@@ -100,7 +100,7 @@
 
   // ---- connection ------------------------------------------------------------------------------------------
   if (typeof mqtt === "undefined") {
-    banner("mqtt.js is missing: run scripts/setup (npm ci in appliance/display/web)", "");
+    banner("mqtt.js is missing: run scripts/web-assets (scripts/setup does it)", "");
     return;
   }
   var idKey = "captionDisplayClientId:" + base + ":" + lang, clientId;
