@@ -323,9 +323,13 @@ def cmd_run(args, *, demo: bool = False) -> int:
     if demo:  # show the captions as a room display receives them: subscribers on the broker, one per language
         from appliance.display.terminal import print_finals
 
-        supervisor.on_started = lambda: print_finals(
-            cfg, cfg.languages.targets,
-            credential=supervisor.credentials.display(cfg.room.id) if cfg.broker.mode == "embedded" else None)
+        def on_started():
+            for what, url in supervisor.urls().items():
+                print(f"{what}: {url}", flush=True)
+            return print_finals(cfg, cfg.languages.targets, credential=supervisor.credentials.display(cfg.room.id)
+                                if cfg.broker.mode == "embedded" else None)
+
+        supervisor.on_started = on_started
     return supervisor.run()
 
 

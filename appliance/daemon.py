@@ -286,17 +286,30 @@ class Supervisor:
         from appliance.display.server import create_app
         from appliance.webserver import WebServer
 
-        self.display_server = WebServer(create_app(self.display_connection), self.cfg.display.host,
-                                        self.cfg.display.port, name="display").start()
+        try:
+            self.display_server = WebServer(create_app(self.display_connection), self.cfg.display.host,
+                                            self.cfg.display.port, name="display").start()
+        except OSError as exc:  # captions go on: displays can still be opened from disk with their details
+            message = (f"display server: cannot listen on {self.cfg.display.host}:{self.cfg.display.port} ({exc}); "
+                       "change display.port")
+            log.error("%s", message)
+            self.status.warn(message)
+
+    def urls(self) -> dict[str, str]:
+        """Where people open things: {"room display": …, "admin panel": …} (what is running)."""
+        out = {}
+        if self.display_server is not None:
+            lang = (self.cfg.languages.targets or ["en"])[0]
+            host = self.cfg.display.host if self.cfg.display.host not in ("0.0.0.0", "::", "") else _lan_host()
+            out["room display"] = (f"http://{host}:{self.display_server.port}/display/"
+                                   f"?room={self.cfg.room.id}&lang={lang}")
+        if self.panel is not None:
+            out["admin panel"] = self.panel.url
+        return out
 
     def _log_urls(self) -> None:
-        lang = (self.cfg.languages.targets or ["en"])[0]
-        if self.display_server is not None:
-            host = self.cfg.display.host if self.cfg.display.host not in ("0.0.0.0", "::", "") else _lan_host()
-            log.info("room display: http://%s:%d/display/?room=%s&lang=%s", host, self.display_server.port,
-                     self.cfg.room.id, lang)
-        if self.panel is not None:
-            log.info("admin panel: %s", self.panel.url)
+        for what, url in self.urls().items():
+            log.info("%s: %s", what, url)
 
     # ---- config changes -------------------------------------------------------------------------------------
     def apply_config(self, new: Config) -> list[str]:

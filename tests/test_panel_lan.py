@@ -193,3 +193,33 @@ def test_display_server_serves_only_read_only_things(tmp_path):
         assert get("GET", "/display/connection.json", host="evil.example.com")[0] == 400  # DNS rebinding
     finally:
         server.shutdown()
+
+
+def test_daemon_runs_panel_and_display_server_apart_and_logs_both(tmp_path, caplog):
+    from appliance.daemon import RunOptions, Supervisor
+
+    cfg = cfgmod.Config.model_validate({"room": {"id": "hall"}, "state_dir": str(tmp_path / "state"),
+                                        "languages": {"targets": ["pt", "en"]},
+                                        "panel": {"host": "127.0.0.1", "port": free_port()},
+                                        "display": {"host": "0.0.0.0", "port": free_port()}})
+    sup = Supervisor(cfg, RunOptions(config_path=tmp_path / "c.json", models_dir=write_models(tmp_path / "models")))
+    with caplog.at_level(logging.INFO):
+        sup.start_panel()
+        sup.start_display_server()
+        sup._log_urls()
+    try:
+        urls = sup.urls()
+        lan = lan_address()
+        assert urls["admin panel"] == f"http://127.0.0.1:{cfg.panel.port}/"
+        assert urls["room display"] == f"http://{lan}:{cfg.display.port}/display/?room=hall&lang=pt"
+        assert f"room display: {urls['room display']}" in caplog.text and "admin panel: http://127.0.0.1" in caplog.text
+        c = http.client.HTTPConnection(lan, cfg.display.port, timeout=10)
+        c.request("GET", "/display/connection.json")
+        info = json.loads(c.getresponse().read())
+        assert info["username"] == "display-hall" and info["room"] == "hall" and info["languages"] == ["pt", "en"]
+        assert info["password"] == sup.credentials.display("hall").password
+        with pytest.raises(OSError):  # the admin panel is not on the LAN
+            http.client.HTTPConnection(lan, cfg.panel.port, timeout=5).request("GET", "/setup")
+    finally:
+        sup.panel.shutdown()
+        sup.display_server.shutdown()
