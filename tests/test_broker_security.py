@@ -182,3 +182,48 @@ def test_daemon_broker_is_closed_and_gives_displays_their_room(tmp_path):
         assert stat.S_IMODE((Path(tmp_path) / "broker-credentials.json").stat().st_mode) == 0o600
     finally:
         sup.broker.stop()
+
+
+def test_terminal_display_on_another_device_gets_its_details_from_the_display_server(closed_broker, tmp_path,
+                                                                                      appliance_cmd):
+    """`appliance display --from http://<device>:8081/`: the room's read-only user, over WebSocket from the LAN."""
+    import time
+
+    from appliance.display.server import create_app
+    from appliance.webserver import WebServer
+
+    broker, store = closed_broker
+    lan = lan_address()
+    cred = store.display("room1")
+    info = {"room": "room1", "name": "Hall", "prefix": "appliance", "languages": ["pt"], "ws_port": broker.ws_port,
+            "username": cred.username, "password": cred.password}
+    server = WebServer(create_app(lambda: info), lan, 0, name="display").start()
+    proc = subprocess.Popen([*appliance_cmd, "display", "--from", f"http://{lan}:{server.port}/", "--plain"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)
+    reader.start()
+    app = store.appliance()
+    pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    pub.username_pw_set(app.username, app.password)
+    pub.connect("127.0.0.1", broker.port)
+    pub.loop_start()
+    try:
+        n = 0
+        deadline = time.monotonic() + 60
+        while not lines and time.monotonic() < deadline:  # until the display (a new process) has subscribed
+            msg = {"v": 1, "seq": n, "id": f"u{n}", "rev": 1, "final": True, "lang": "pt", "text": f"frase {n}",
+                   "lines": [f"frase {n}"]}
+            pub.publish("appliance/room1/captions/pt", json.dumps(msg), qos=1).wait_for_publish(5)
+            n += 1
+            time.sleep(0.3)
+        assert lines, "the terminal display printed nothing"
+    finally:
+        pub.loop_stop()
+        pub.disconnect()
+        proc.terminate()
+        proc.wait(10)
+        reader.join(5)
+        server.shutdown()
+    err = proc.stderr.read()
+    assert lines[0].startswith("frase ") and f"from {lan}:{broker.ws_port} (websockets)" in err, err[-1500:]

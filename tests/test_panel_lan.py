@@ -123,6 +123,7 @@ def test_first_run_needs_the_logged_one_time_code(lan):
     assert status == 401 and not lan.ctx.admin.is_set
     status, headers, _ = lan.request("POST", "/setup", {**form, "setup_code": code}, cookie)
     assert status == 303 and lan.ctx.admin.is_set
+    assert "Secure" in headers["Set-Cookie"] and "HttpOnly" in headers["Set-Cookie"]
 
 
 def test_login_limit_holds_under_a_concurrent_burst(lan):

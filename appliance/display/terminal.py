@@ -1,4 +1,5 @@
-"""Terminal room display: `appliance display --room R --lang pt [--broker HOST[:PORT] | mqtt://… | ws://…]`.
+"""Terminal room display: `appliance display --room R --lang pt [--broker HOST[:PORT] | mqtt://… | ws://…]`,
+or `appliance display --from http://<appliance>:8081/` (details and the room's read-only user from its display server).
 
 On a terminal it redraws the two roll-up lines in place (partials dim and italic, an OFFLINE line from the
 room's status); piped or with --plain it prints each final once, as a line. Control characters in captions
@@ -94,8 +95,10 @@ class TerminalView:
 
 def add_parser(sub) -> None:
     p = sub.add_parser("display", help="show a room's live captions in this terminal")
-    p.add_argument("--room", required=True, help="room id (as in the appliance's config)")
-    p.add_argument("--lang", required=True, help="caption language, e.g. pt")
+    p.add_argument("--from", dest="from_url", default=None, metavar="URL",
+                   help="the appliance's display server (http://device:8081/): broker, room and read-only user from it")
+    p.add_argument("--room", default=None, help="room id (as in the appliance's config; default with --from: its room)")
+    p.add_argument("--lang", default=None, help="caption language, e.g. pt (default with --from: the room's first)")
     p.add_argument("--broker", default=None, help="host[:port] or mqtt:// mqtts:// ws:// wss:// URL (default 127.0.0.1:1883)")
     p.add_argument("--prefix", default="appliance", help="topic prefix (broker.topic_prefix)")
     p.add_argument("--username", default=None, help="broker user name (password from $APPLIANCE_MQTT_PASSWORD)")
@@ -109,9 +112,15 @@ def add_parser(sub) -> None:
 def main(args) -> int:
     from appliance.bus.client import CaptionFeed, CaptionState, FeedOptions
 
-    host, port, transport, tls = parse_broker(args.broker)
-    opts = FeedOptions(host=host, port=port, transport=transport, tls=tls, prefix=args.prefix,
-                       username=args.username, password=os.environ.get("APPLIANCE_MQTT_PASSWORD"), ca_file=args.ca_file)
+    if args.from_url:
+        opts, host, port, transport = _options_from_display_server(args)
+    else:
+        if not args.room or not args.lang:
+            raise ValueError("give --room and --lang (or --from http://<appliance>:8081/)")
+        host, port, transport, tls = parse_broker(args.broker)
+        opts = FeedOptions(host=host, port=port, transport=transport, tls=tls, prefix=args.prefix,
+                           username=args.username, password=os.environ.get("APPLIANCE_MQTT_PASSWORD"),
+                           ca_file=args.ca_file)
     state = CaptionState(rows=args.rows, width=args.width)
     view = TerminalView(sys.stdout, plain=args.plain or not sys.stdout.isatty())
     feed = CaptionFeed(opts, args.room, args.lang, state=state, on_change=view.changed,
@@ -130,6 +139,31 @@ def main(args) -> int:
     finally:
         feed.stop()
     return 0
+
+
+def _options_from_display_server(args):
+    """Ask the display server for the connection details (broker WebSocket port, the room's read-only user)."""
+    import json
+    import urllib.error
+    import urllib.request
+    from urllib.parse import urljoin, urlparse
+
+    from appliance.bus.client import FeedOptions
+
+    base = args.from_url if args.from_url.endswith("/") else args.from_url + "/"
+    url = urljoin(base, "/display/connection.json")
+    try:
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            info = json.load(resp)
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise ValueError(f"--from {args.from_url}: cannot read {url}: {exc}") from None
+    host = urlparse(base).hostname or "127.0.0.1"
+    args.room = args.room or info.get("room")
+    args.lang = args.lang or (info.get("languages") or ["en"])[0]
+    opts = FeedOptions(host=host, port=int(info["ws_port"]), transport="websockets", tls=False,
+                       prefix=info.get("prefix", args.prefix), username=info.get("username"),
+                       password=info.get("password"))
+    return opts, host, opts.port, "websockets"
 
 
 def print_finals(cfg, languages, out=None, *, credential=None) -> list:

@@ -53,6 +53,7 @@ def serve(supervisor, *, admin_file: str | Path | None = None, device_lister=Non
 
         tls = ensure_certificate(Path(cfg.state_dir) / TLS_DIR_NAME)
         ctx.tls_fingerprint = tls.fingerprint
+        app.config["SESSION_COOKIE_SECURE"] = True  # the session never travels in clear
         log.info("panel certificate SHA-256 fingerprint %s (check it when the browser asks)", tls.fingerprint)
     if cfg.broker.mode == "embedded" and hasattr(supervisor, "rotate_display_password"):
         ctx.rotate_display_password = supervisor.rotate_display_password
