@@ -101,11 +101,15 @@ class Supervisor:
                  self.cfg.room.id)
 
     def rotate_display_password(self) -> str:
-        """A new read-only password for this room's displays; the embedded broker re-reads its users at once."""
-        cred = self.credentials.rotate_display(self.cfg.room.id)
-        if self.broker is not None:
-            self._write_broker_users()
-            self.broker.reload()
+        """A new read-only password for this room's displays. The embedded broker restarts, which ends every
+        connection made with the old password (mosquitto would keep them on a reload); the publisher reconnects
+        by itself (finals wait in its on-disk queue) and displays fetch the new password from the display server."""
+        with self._lock:
+            cred = self.credentials.rotate_display(self.cfg.room.id)
+            if self.broker is not None:
+                self._write_broker_users()
+                self.broker.stop()
+                self.broker.start()
         log.info("display password of room %s rotated: displays reconnect with the new one", self.cfg.room.id)
         return cred.username
 

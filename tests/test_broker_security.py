@@ -175,7 +175,14 @@ def test_daemon_broker_is_closed_and_gives_displays_their_room(tmp_path):
         lan = lan_address()
         assert accepted(lan, cfg.broker.ws_port, info["username"], info["password"])
         assert sup._broker_config().username == "appliance"
+        old_session = Client(lan, cfg.broker.ws_port, info["username"], info["password"])
+        assert old_session.accepted
+        gone = threading.Event()
+        old_session.c.on_disconnect = lambda *a: gone.set()
         sup.rotate_display_password()
+        assert gone.wait(10), "a display connected with the old password must be cut off"
+        old_session.c.reconnect_delay_set(60, 60)
+        old_session.stop()
         wait_until(lambda: not accepted(lan, cfg.broker.ws_port, info["username"], info["password"]),
                    what="the rotated password refused")
         assert accepted(lan, cfg.broker.ws_port, info["username"], sup.display_connection()["password"])
