@@ -144,11 +144,14 @@ def test_display_from_the_display_server_reads_the_closed_broker_with_its_room_u
     app_user = store.appliance()
     pub = Publisher(BrokerConfig(port=broker.port, username=app_user.username, password=app_user.password),
                     room="r1", state_dir=tmp_path, max_backoff_s=1.0)
-    cred = store.display("r1")
-    info = {"room": "r1", "name": "Hall", "prefix": "appliance", "languages": ["pt"], "ws_port": broker.ws_port,
-            "username": cred.username, "password": cred.password}
+
+    def info():  # read at every request, as the daemon does: a rotated password is served at once
+        cred = store.display("r1")
+        return {"room": "r1", "name": "Hall", "prefix": "appliance", "languages": ["pt"], "ws_port": broker.ws_port,
+                "username": cred.username, "password": cred.password}
+
     lan = lan_address()
-    server = WebServer(create_app(lambda: info), lan, 0, name="display").start()
+    server = WebServer(create_app(info), lan, 0, name="display").start()
     page = browser.new_page(viewport={"width": 1024, "height": 600})
     errors = []
     page.on("pageerror", lambda e: errors.append(str(e)))
@@ -161,6 +164,19 @@ def test_display_from_the_display_server_reads_the_closed_broker_with_its_room_u
         page.wait_for_function("() => window.captionDisplay.finals === 1")
         assert rows(page)[-1] == ["Bom dia a todos.", False]
         page.screenshot(path=str(artifacts / "display-web-display-server.png"))
+        # the display password is rotated (what the panel does): the broker restarts with the new users; the page
+        # is refused with the old password, fetches the new details and shows captions again
+        old = store.display("r1").password
+        store.rotate_display("r1")
+        write_broker_files(store, tmp_path / "broker", prefix="appliance", rooms=["r1"])
+        broker.stop()
+        broker.start()
+        page.wait_for_function("() => window.captionDisplay === undefined || window.captionDisplay.finals === 0",
+                               timeout=20000)  # reloaded
+        page.wait_for_function("() => document.getElementById('banner').hidden", timeout=20000)
+        pub.publish(final(2, text="Depois da troca."))
+        page.wait_for_function("() => window.captionDisplay && window.captionDisplay.finals >= 1", timeout=20000)
+        assert rows(page)[-1] == ["Depois da troca.", False] and store.display("r1").password != old
         assert not errors
     finally:
         page.close()
