@@ -426,3 +426,9 @@ def test_display_password_is_rotated_from_the_live_page(tmp_path):
     assert "New password for display-room1" in p.client.get("/live").text
     anon = p.app.test_client()
     assert anon.post("/display-password", data={}).status_code in (302, 303, 400) and rotated == [1]
+
+
+def test_live_page_title_is_plain(tmp_path):
+    p = Panel(tmp_path).setup_and_login()
+    title = re.search(r"<title>(.*?)</title>", p.client.get("/live").text, re.S).group(1)
+    assert title == "Live · Interpretation appliance"
