@@ -7,6 +7,7 @@ The browser-level flows are in test_panel_browser.py.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import stat
 from pathlib import Path
@@ -432,3 +433,22 @@ def test_live_page_title_is_plain(tmp_path):
     p = Panel(tmp_path).setup_and_login()
     title = re.search(r"<title>(.*?)</title>", p.client.get("/live").text, re.S).group(1)
     assert title == "Live · Interpretation appliance"
+
+
+def test_deleting_the_admin_file_needs_a_fresh_logged_code(tmp_path, caplog):
+    p = Panel(tmp_path).setup_and_login()
+    first = p.ctx.setup_code
+    p.admin_file.unlink()
+    p.ctx.admin._data = None  # as after a restart of the store's cache; the file is gone
+    p.ctx.setup_code = None  # a panel started with a password has no code yet
+    anon = p.app.test_client()
+    with caplog.at_level(logging.WARNING):
+        assert anon.get("/setup").status_code == 200
+    assert p.ctx.setup_code and p.ctx.setup_code in caplog.text
+    tok = re.search(r'name="csrf-token" content="([^"]+)"', anon.get("/setup").text).group(1)
+    r = anon.post("/setup", data={"password": PASSWORD, "confirm": PASSWORD, "csrf_token": tok, "setup_code": first
+                                  if first != p.ctx.setup_code else "XXXXX-XXXXX"})
+    assert r.status_code == 401
+    r = anon.post("/setup", data={"password": PASSWORD, "confirm": PASSWORD, "csrf_token": tok,
+                                  "setup_code": p.ctx.setup_code})
+    assert r.status_code == 303

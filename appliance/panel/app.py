@@ -54,6 +54,13 @@ class PanelContext:
         self.rotate_display_password: Callable[[], str] | None = None
         self.save_lock = threading.Lock()  # one load-modify-save at a time
 
+    def ensure_setup_code(self) -> str:
+        """The first-run code, made and logged once (at start, or when the admin file was deleted meanwhile)."""
+        if self.setup_code is None:
+            self.setup_code = new_setup_code()
+            log.warning("first-run set-up code for the panel: %s (the set-up page asks for it)", self.setup_code)
+        return self.setup_code
+
 
 def create_app(config_path: str | os.PathLike, status: Status, *, models_dir: str | os.PathLike,
                on_config_saved: Callable[[Config], Any] | None = None, admin_file: str | os.PathLike,
@@ -81,9 +88,9 @@ def create_app(config_path: str | os.PathLike, status: Status, *, models_dir: st
                        applier=Applier(on_config_saved), device_lister=device_lister,
                        health=health or status.health, metrics_public=metrics_public)
     app.extensions["appliance_panel"] = ctx
+    ctx.setup_code = setup_code
     if not _admin_set(admin):
-        ctx.setup_code = setup_code or new_setup_code()
-        log.warning("first-run set-up code for the panel: %s (the set-up page asks for it)", ctx.setup_code)
+        ctx.ensure_setup_code()
     # the session key is made once and kept in admin_file at first run, so sessions survive restarts
     app.config.update(SECRET_KEY=admin.secret_key, SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Strict",
                       SESSION_COOKIE_NAME="appliance_session", PERMANENT_SESSION_LIFETIME=timedelta(hours=12),

@@ -204,6 +204,7 @@ def setup():
     admin = _ctx().admin
     if admin.is_set:
         return redirect(url_for("views.login"), code=303)
+    _ctx().ensure_setup_code()
     error, code = "", 200
     if request.method == "POST":
         pw, again = request.form.get("password", ""), request.form.get("confirm", "")
@@ -228,7 +229,7 @@ def _check_setup_code(error: str) -> tuple[str, int]:
     wait = ctx.login_limiter.acquire(addr)
     if wait:
         return f"too many wrong set-up codes: try again in {int(wait) + 1} s", 429
-    if not same_setup_code(ctx.setup_code, request.form.get("setup_code")):
+    if not same_setup_code(ctx.ensure_setup_code(), request.form.get("setup_code")):
         return "wrong set-up code: it is printed in the appliance log (journalctl -u appliance)", 401
     ctx.login_limiter.reset(addr)
     return "", 200
