@@ -118,9 +118,17 @@ class Supervisor:
         b = self.cfg.broker
         info = {"room": self.cfg.room.id, "name": self.cfg.room.name, "prefix": b.topic_prefix,
                 "languages": self._languages_on_offer(), "ws_port": b.ws_port}
-        if b.mode == "embedded":
-            cred = self.credentials.display(self.cfg.room.id)
-            info.update(username=cred.username, password=cred.password)
+        if b.mode == "external" and b.host not in ("127.0.0.1", "localhost", "::1"):
+            info["ws_host"] = b.host  # another machine: displays go there (on this one, the page's own host)
+        from appliance.bus.credentials import CredentialError
+
+        store = self.credentials
+        try:
+            if b.mode == "embedded" or self.cfg.room.id in store.rooms():  # external: `appliance broker users`
+                cred = store.display(self.cfg.room.id)
+                info.update(username=cred.username, password=cred.password)
+        except CredentialError as exc:  # displays then connect without a user, and a closed broker refuses them
+            log.error("display details without the room's user: %s", exc)
         return info
 
     def _broker_config(self):

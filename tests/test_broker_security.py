@@ -254,3 +254,13 @@ def test_terminal_display_on_another_device_gets_its_details_from_the_display_se
         server.shutdown()
     err = proc.stderr.read()
     assert lines[0].startswith("frase ") and f"from {lan}:{broker.ws_port} (websockets)" in err, err[-1500:]
+
+
+def test_display_details_with_an_external_broker(tmp_path):
+    cfg = Config.model_validate({"room": {"id": "lab"}, "state_dir": str(tmp_path),
+                                 "broker": {"mode": "external", "host": "broker.lan", "ws_port": 9443}})
+    sup = Supervisor(cfg, RunOptions(config_path=tmp_path / "c.json", models_dir=ROOT / "models"))
+    info = sup.display_connection()
+    assert info["ws_host"] == "broker.lan" and info["ws_port"] == 9443 and "password" not in info
+    CredentialStore(tmp_path / "broker-credentials.json").display("lab")  # `appliance broker users --room lab`
+    assert sup.display_connection()["username"] == "display-lab"

@@ -157,7 +157,7 @@ def _options_from_display_server(args):
             info = json.load(resp)
     except (urllib.error.URLError, OSError, ValueError) as exc:
         raise ValueError(f"--from {args.from_url}: cannot read {url}: {exc}") from None
-    host = urlparse(base).hostname or "127.0.0.1"
+    host = info.get("ws_host") or urlparse(base).hostname or "127.0.0.1"
     args.room = args.room or info.get("room")
     args.lang = args.lang or (info.get("languages") or ["en"])[0]
     opts = FeedOptions(host=host, port=int(info["ws_port"]), transport="websockets", tls=False,

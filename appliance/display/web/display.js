@@ -127,7 +127,7 @@
       .then(function (r) { if (!r.ok) throw new Error("HTTP " + r.status); return r.json(); })
       .then(function (c) {
         var scheme = window.location.protocol === "https:" ? "wss://" : "ws://";
-        connect(scheme + host + ":" + c.ws_port, c.username || undefined, c.password || undefined);
+        connect(scheme + (c.ws_host || host) + ":" + c.ws_port, c.username || undefined, c.password || undefined);
       })
       .catch(function (err) {
         banner("Cannot get the caption server's details: " + err.message + " (retrying)", "");
