@@ -127,7 +127,7 @@ def cmd_broker_users(args) -> int:
     """Write a mosquitto password file + ACL (the appliance's user, one read-only display user per room)."""
     from appliance import config
     from appliance.bus.credentials import CredentialStore, write_broker_files
-    from appliance.daemon import CREDENTIALS_FILE
+    from appliance.bus.access import CREDENTIALS_FILE
 
     cfg = config.load(args.config) if args.config else config.Config()
     state = Path(args.state_dir or cfg.state_dir)

@@ -25,7 +25,6 @@ from appliance.status import Status
 log = logging.getLogger(__name__)
 
 SAMPLE = Path(__file__).resolve().parent / "data" / "sample-en.flac"
-CREDENTIALS_FILE = "broker-credentials.json"
 
 
 @dataclass
@@ -73,19 +72,16 @@ class Supervisor:
 
     # ---- stages ---------------------------------------------------------------------------------------------
     @property
+    def access(self):
+        """Who may use the room broker (the appliance's login, the display user), from the current config."""
+        from appliance.bus.access import BrokerAccess
+
+        return BrokerAccess(self.cfg)
+
+    @property
     def credentials(self):
-        """The embedded broker's users (appliance + read-only display per room), kept 0600 in the state folder."""
-        from appliance.bus.credentials import CredentialStore
-
-        return CredentialStore(Path(self.cfg.state_dir) / CREDENTIALS_FILE)
-
-    def _write_broker_users(self):
-        from appliance.bus.broker import BrokerUsers
-        from appliance.bus.credentials import write_broker_files
-
-        passwd, acl = write_broker_files(self.credentials, Path(self.cfg.state_dir) / "broker",
-                                         prefix=self.cfg.broker.topic_prefix, rooms=[self.cfg.room.id])
-        return BrokerUsers(passwd, acl)
+        """The broker passwords (0600 in the state folder): appliance + one read-only display user per room."""
+        return self.access.store
 
     def start_broker(self) -> None:
         if self.cfg.broker.mode != "embedded":
@@ -94,10 +90,10 @@ class Supervisor:
 
         b = self.cfg.broker
         self.broker = EmbeddedBroker(host="127.0.0.1", port=b.port, ws_port=b.ws_port, ws_host=b.ws_host,
-                                     state_dir=Path(self.cfg.state_dir) / "broker", users=self._write_broker_users())
+                                     state_dir=Path(self.cfg.state_dir) / "broker", users=self.access.broker_users())
         self.broker.start()
         log.info("embedded broker: MQTT on 127.0.0.1:%d, WebSocket on %s:%d (closed: display user %s reads room %s)",
-                 b.port, b.ws_host or "*", b.ws_port, self.credentials.display(self.cfg.room.id).username,
+                 b.port, b.ws_host or "*", b.ws_port, self.access.display().username,
                  self.cfg.room.id)
 
     def rotate_display_password(self) -> str:
@@ -107,29 +103,15 @@ class Supervisor:
         with self._lock:
             cred = self.credentials.rotate_display(self.cfg.room.id)
             if self.broker is not None:
-                self._write_broker_users()
+                self.access.broker_users()
                 self.broker.stop()
                 self.broker.start()
         log.info("display password of room %s rotated: displays reconnect with the new one", self.cfg.room.id)
         return cred.username
 
     def display_connection(self) -> dict:
-        """What a room display needs to connect: the broker's WebSocket port and the room's read-only user."""
-        b = self.cfg.broker
-        info = {"room": self.cfg.room.id, "name": self.cfg.room.name, "prefix": b.topic_prefix,
-                "languages": self._languages_on_offer(), "ws_port": b.ws_port}
-        if b.mode == "external" and b.host not in ("127.0.0.1", "localhost", "::1"):
-            info["ws_host"] = b.host  # another machine: displays go there (on this one, the page's own host)
-        from appliance.bus.credentials import CredentialError
-
-        store = self.credentials
-        try:
-            if b.mode == "embedded" or self.cfg.room.id in store.rooms():  # external: `appliance broker users`
-                cred = store.display(self.cfg.room.id)
-                info.update(username=cred.username, password=cred.password)
-        except CredentialError as exc:  # displays then connect without a user, and a closed broker refuses them
-            log.error("display details without the room's user: %s", exc)
-        return info
+        """What a room display needs to connect (the display server serves it): see BrokerAccess."""
+        return self.access.display_connection(self._languages_on_offer())
 
     def _broker_config(self):
         """The broker section, with the password from systemd's credential when the config holds none."""
@@ -137,7 +119,7 @@ class Supervisor:
 
         broker = self.cfg.broker
         if broker.mode == "embedded":  # our own broker on loopback, with the appliance's own user
-            cred = self.credentials.appliance()
+            cred = self.access.appliance()
             return broker.model_copy(update={"host": "127.0.0.1", "tls": False, "username": cred.username,
                                              "password": cred.password})
         cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
@@ -338,7 +320,7 @@ class Supervisor:
                     self.broker = None
                     self.start_broker()
                 elif self.broker is not None:  # a new room: its display user and ACL
-                    self._write_broker_users()
+                    self.access.broker_users()
                     self.broker.reload()
                 self.start_publisher()
                 restarted.append("publisher")

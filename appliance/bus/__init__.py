@@ -6,6 +6,7 @@ the embedded broker, and the de-duplicating client the displays share.
     publisher.py   Publisher: start / publish / publish_detail / stop (paho-mqtt 2.x)
     broker.py      EmbeddedBroker: mosquitto as a subprocess (TCP on loopback + WebSocket), closed by users + ACL
     credentials.py the broker's users: the appliance, one read-only display user per room (password file, ACL)
+    access.py      BrokerAccess: those users for the configured room, and the details a display is given
     client.py      CaptionFeed: subscriber that de-duplicates and rolls captions up (terminal display, bench)
     discovery.py   optional Home Assistant MQTT discovery messages
 """
