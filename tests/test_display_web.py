@@ -3,12 +3,10 @@ to the embedded broker, served by the appliance's display blueprint and opened f
 
 from __future__ import annotations
 
-import threading
 import time
 
 import paho.mqtt.client as mqtt
 import pytest
-from werkzeug.serving import make_server
 
 from appliance.bus.publisher import Publisher
 from appliance.config import BrokerConfig
@@ -37,10 +35,10 @@ def browser():
 def stack(tmp_path):
     broker = start_broker(tmp_path / "broker")
     pub = Publisher(BrokerConfig(port=broker.port), room="r1", state_dir=tmp_path, max_backoff_s=1.0)
-    server = make_server("127.0.0.1", free_port(), web.make_app(), threaded=True)
-    t = threading.Thread(target=server.serve_forever, daemon=True)
-    t.start()
-    yield broker, pub, f"http://127.0.0.1:{server.server_port}"
+    from appliance.webserver import WebServer
+
+    server = WebServer(web.make_app(), "127.0.0.1", 0, name="display").start()
+    yield broker, pub, f"http://127.0.0.1:{server.port}"
     server.shutdown()
     pub.stop(timeout=1)
     broker.stop()
