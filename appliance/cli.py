@@ -351,6 +351,9 @@ def build_parser() -> argparse.ArgumentParser:
     from appliance.display.terminal import add_parser as _add_display  # bus helper: terminal room display
 
     _add_display(sub)
+    from appliance.archive.cli import add_parser as _add_archive  # the meeting record: list, export
+
+    _add_archive(sub)
     return parser
 
 

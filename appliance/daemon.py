@@ -49,6 +49,7 @@ class Supervisor:
         self.broker = None
         self.capture = None
         self.panel = None
+        self.archive = None  # appliance.archive.Archive while meetings are recorded
         self._capture_thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._input_done = threading.Event()
@@ -144,8 +145,29 @@ class Supervisor:
         self.status.pipeline = self.pipeline
         self.pipeline.start()
 
+    def start_archive(self) -> None:
+        """Record finals by meeting (a bounded queue and its own writer thread: never slows captions)."""
+        if not self.cfg.archive.enabled:
+            return
+        from appliance.archive import Archive, db_path
+
+        try:
+            self.archive = Archive(db_path(self.cfg.state_dir), gap_s=self.cfg.archive.gap_min * 60,
+                                   retention_days=self.cfg.archive.retention_days, on_warning=self.status.warn).start()
+        except Exception as exc:  # an unusable state folder costs the record, never the captions
+            log.error("archive off: %s", exc)
+            self.status.warn(f"archive off: {exc}")
+
+    def stop_archive(self) -> None:
+        archive, self.archive = self.archive, None
+        if archive is not None:
+            archive.stop()
+
     def _sink(self, event) -> None:
         self.status.add_caption(event)
+        archive = self.archive
+        if archive is not None:
+            archive.put(event)
         with self._sink_lock:
             if self.publisher is not None:
                 self.publisher.publish(event)
@@ -250,6 +272,10 @@ class Supervisor:
                 restarted.append("pipeline")
                 if self.publisher:
                     self.publisher.publish_detail(self._detail())
+            if old.archive != new.archive:
+                self.stop_archive()
+                self.start_archive()
+                restarted.append("archive")
             if "audio" in changed:
                 self.stop_capture()
                 self.start_capture()
@@ -267,6 +293,7 @@ class Supervisor:
         signal.signal(signal.SIGINT, lambda *_: self._stop.set())
         self.start_broker()
         self.start_publisher()
+        self.start_archive()
         self.start_pipeline()
         self.start_capture()
         if not self.opts.once:
@@ -293,6 +320,7 @@ class Supervisor:
         self.stop_capture()
         if self.pipeline is not None:
             self.pipeline.stop(timeout=60)
+        self.stop_archive()  # writes the finals still queued
         self.stop_publisher()  # sends queued finals, then the clean-exit status
         time.sleep(0.3 if self._attached else 0)  # let attached displays receive the last finals
         for thing in self._attached:
