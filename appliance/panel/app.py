@@ -47,6 +47,7 @@ class PanelContext:
         self.device_lister = device_lister
         self.health = health
         self.metrics_public = metrics_public
+        self.archive: Callable[[], Any] | None = None  # () -> the running appliance.archive.Archive, or None
         self.login_limiter = RateLimiter(LOGIN_LIMIT, LOGIN_WINDOW_S)
         self.save_lock = threading.Lock()  # one load-modify-save at a time
 
@@ -55,7 +56,7 @@ def create_app(config_path: str | os.PathLike, status: Status, *, models_dir: st
                on_config_saved: Callable[[Config], Any] | None = None, admin_file: str | os.PathLike,
                device_lister: Callable[[], list] | None = None,
                health: Callable[[], tuple[bool, list[str]]] | None = None, metrics_public: bool = False,
-               allowed_hosts: Iterable[str] = ()) -> Flask:
+               allowed_hosts: Iterable[str] = (), archive: Callable[[], Any] | None = None) -> Flask:
     """The config panel.
 
     config_path      the config file the panel edits (written with config.save_atomic)
@@ -67,6 +68,7 @@ def create_app(config_path: str | os.PathLike, status: Status, *, models_dir: st
     health           () -> (healthy, problems) for /healthz; default status.health
     metrics_public   serve /metrics to every address, not only loopback
     allowed_hosts    DNS names (besides IP literals, single-label and .local/.lan names) the panel answers to
+    archive          () -> the daemon's running Archive (or None when recording is off): the archive page
     """
     from appliance.panel import api, views
 
@@ -75,6 +77,7 @@ def create_app(config_path: str | os.PathLike, status: Status, *, models_dir: st
     ctx = PanelContext(config_path=Path(config_path), status=status, models_dir=Path(models_dir), admin=admin,
                        applier=Applier(on_config_saved), device_lister=device_lister,
                        health=health or status.health, metrics_public=metrics_public)
+    ctx.archive = archive
     app.extensions["appliance_panel"] = ctx
     # the session key is made once and kept in admin_file at first run, so sessions survive restarts
     app.config.update(SECRET_KEY=admin.secret_key, SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Strict",
@@ -83,6 +86,9 @@ def create_app(config_path: str | os.PathLike, status: Status, *, models_dir: st
                       JSON_SORT_KEYS=False, TEMPLATES_AUTO_RELOAD=False)
     app.register_blueprint(views.bp)
     app.register_blueprint(api.bp)
+    from appliance.panel import archive_views
+
+    app.register_blueprint(archive_views.bp)
     _mount_display(app)
 
     extra_hosts = frozenset(h.strip().lower().rstrip(".") for h in allowed_hosts)
