@@ -189,6 +189,9 @@ def _add_transcribe(sub) -> None:
 def cmd_bench(args) -> int:
     from appliance.bench import report
 
+    if args.part in OWN_BENCHES:
+        return OWN_BENCHES[args.part](args)
+
     cfg = _load_config(args)
     if args.model:
         cfg.asr.model = args.model
@@ -218,9 +221,26 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def _bench_archive(args) -> int:
+    from appliance.archive import bench
+
+    result = bench.run(progress=lambda m: print(m, file=sys.stderr, flush=True))
+    print(report_json(result)) if args.json else bench.print_report(result)
+    return 0
+
+
+def report_json(result: dict) -> str:
+    from appliance.bench import report
+
+    return report.to_json(result)
+
+
+OWN_BENCHES = {"archive": _bench_archive}  # parts whose module prints its own report
+
+
 def _add_bench(sub) -> None:
     p = sub.add_parser("bench", help="measure speed, memory and accuracy (tables; --json for machines)")
-    p.add_argument("part", nargs="?", choices=["all", "models", "pipeline"], default="all")
+    p.add_argument("part", nargs="?", choices=["all", "models", "pipeline", *OWN_BENCHES], default="all")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--quick", action="store_true", help="a few clips only (smoke run)")
     p.add_argument("--model", default=None, help="speech model (default whisper-base)")

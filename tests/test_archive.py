@@ -284,3 +284,13 @@ def test_the_daemon_sink_feeds_the_archive(tmp_path):
     off.start_archive()
     off._sink(final(0))
     assert off.archive is None and not (tmp_path / "off").exists()
+
+
+def test_bench_archive_reports_put_latency_and_export_times(appliance_cmd):
+    proc = subprocess.run(appliance_cmd + ["bench", "archive", "--json"], capture_output=True, text=True, check=True)
+    result = json.loads(proc.stdout)
+    assert result["finals"] == 2700 and result["meetings"] == 1 and result["dropped"] == 0
+    assert result["put_p50_ms"] <= result["put_p95_ms"] <= result["put_max_ms"]
+    assert set(result["exports"]) == {"srt", "vtt", "txt", "jsonl"} and all(e["kib"] > 50 for e in result["exports"].values())
+    table = subprocess.run(appliance_cmd + ["bench", "archive"], capture_output=True, text=True, check=True).stdout
+    assert "| put_p95_ms " in table and "| srt    |" in table

@@ -72,7 +72,8 @@ class Archive:
         # owned by the writer thread
         self._store: ArchiveStore | None = None
         self._meeting: int | None = None
-        self._last_activity = 0.0
+        self._last_activity = 0.0  # Unix end time of the meeting's last final
+        self._last_arrival = 0.0  # clock() when the last final was written (finals may arrive late after a backlog)
         self._anchors: dict[str, float] = {}  # stream id -> Unix time of its audio time 0
         self._next_purge = 0.0
 
@@ -233,6 +234,7 @@ class Archive:
                          speaker_json(event), event.emitted))
         self._store.add_finals(self._meeting, rows)
         self.written += len(batch)
+        self._last_arrival = self.clock()
 
     def _wall_times(self, event) -> tuple[float, float]:
         """Unix times of the event's audio span, anchored on the first final of its pipeline stream.
@@ -268,7 +270,7 @@ class Archive:
         if now < self._next_purge:
             return
         self._next_purge = now + PURGE_INTERVAL_S
-        if self._meeting is not None and now - self._last_activity > self.gap_s:
+        if self._meeting is not None and now - max(self._last_activity, self._last_arrival) > self.gap_s:
             self._store.end_meeting(self._meeting)  # a silent room: the meeting is over even before the next final
             self._meeting = None
         n = self._store.purge(now - self.retention_s)
