@@ -235,7 +235,19 @@ def report_json(result: dict) -> str:
     return report.to_json(result)
 
 
-OWN_BENCHES = {"archive": _bench_archive}  # parts whose module prints its own report
+def _bench_glossary(args) -> int:
+    from appliance.bench import glossary_bench, report
+    from appliance.glossary import store_for
+
+    cfg = _load_config(args)
+    configured = store_for(cfg.state_dir).path if args.config else None  # default: the built-in sample glossary
+    rows = glossary_bench.run(_models_dir(args), configured, progress=lambda m: print(m, file=sys.stderr, flush=True))
+    print(report.to_json({"glossary": rows}) if args.json else
+          f"glossary: term kept or forced (target >= {glossary_bench.TARGET_PCT:.0f} % per entry)\n\n{report.table(rows)}")
+    return 0 if rows and all(r["ok"] for r in rows) else 1
+
+
+OWN_BENCHES = {"archive": _bench_archive, "glossary": _bench_glossary}  # parts whose module prints its own report
 
 
 def _add_bench(sub) -> None:

@@ -139,6 +139,9 @@ class Supervisor:
 
     def start_pipeline(self) -> None:
         cfg = self._usable_targets()
+        from appliance import glossary
+
+        glossary.install(glossary.store_for(cfg.state_dir))  # prompt_terms() reads the glossary the panel edits
         self.engines = load_engines(cfg, self.opts.models_dir)
         self.status.set_providers(self.engines.providers)
         self.pipeline = make_pipeline(cfg, self.engines, self._sink, realtime=True)

@@ -48,6 +48,7 @@ class PanelContext:
         self.health = health
         self.metrics_public = metrics_public
         self.archive: Callable[[], Any] | None = None  # () -> the running appliance.archive.Archive, or None
+        self.state_dir: Path | None = None  # the daemon's state folder (glossary.json)
         self.login_limiter = RateLimiter(LOGIN_LIMIT, LOGIN_WINDOW_S)
         self.save_lock = threading.Lock()  # one load-modify-save at a time
 
@@ -56,7 +57,8 @@ def create_app(config_path: str | os.PathLike, status: Status, *, models_dir: st
                on_config_saved: Callable[[Config], Any] | None = None, admin_file: str | os.PathLike,
                device_lister: Callable[[], list] | None = None,
                health: Callable[[], tuple[bool, list[str]]] | None = None, metrics_public: bool = False,
-               allowed_hosts: Iterable[str] = (), archive: Callable[[], Any] | None = None) -> Flask:
+               allowed_hosts: Iterable[str] = (), archive: Callable[[], Any] | None = None,
+               state_dir: str | os.PathLike | None = None) -> Flask:
     """The config panel.
 
     config_path      the config file the panel edits (written with config.save_atomic)
@@ -69,6 +71,7 @@ def create_app(config_path: str | os.PathLike, status: Status, *, models_dir: st
     metrics_public   serve /metrics to every address, not only loopback
     allowed_hosts    DNS names (besides IP literals, single-label and .local/.lan names) the panel answers to
     archive          () -> the daemon's running Archive (or None when recording is off): the archive page
+    state_dir        the daemon's state folder (glossary file); default: state_dir of the config file
     """
     from appliance.panel import api, views
 
@@ -78,6 +81,7 @@ def create_app(config_path: str | os.PathLike, status: Status, *, models_dir: st
                        applier=Applier(on_config_saved), device_lister=device_lister,
                        health=health or status.health, metrics_public=metrics_public)
     ctx.archive = archive
+    ctx.state_dir = Path(state_dir) if state_dir is not None else None
     app.extensions["appliance_panel"] = ctx
     # the session key is made once and kept in admin_file at first run, so sessions survive restarts
     app.config.update(SECRET_KEY=admin.secret_key, SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Strict",
@@ -86,9 +90,10 @@ def create_app(config_path: str | os.PathLike, status: Status, *, models_dir: st
                       JSON_SORT_KEYS=False, TEMPLATES_AUTO_RELOAD=False)
     app.register_blueprint(views.bp)
     app.register_blueprint(api.bp)
-    from appliance.panel import archive_views
+    from appliance.panel import archive_views, glossary_views
 
     app.register_blueprint(archive_views.bp)
+    app.register_blueprint(glossary_views.bp)
     _mount_display(app)
 
     extra_hosts = frozenset(h.strip().lower().rstrip(".") for h in allowed_hosts)
