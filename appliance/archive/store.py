@@ -17,7 +17,8 @@ from typing import Any, Iterable
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ArchiveStore", "ArchiveError", "Meeting", "StoredFinal", "open_store", "DB_NAME", "is_disk_full"]
+__all__ = ["ArchiveStore", "ArchiveError", "Meeting", "StoredFinal", "open_store", "open_read_only", "DB_NAME",
+           "is_disk_full"]
 
 DB_NAME = "archive.db"
 SCHEMA_VERSION = 1
@@ -233,6 +234,15 @@ def set_aside(path: Path) -> Path:
             side.replace(aside.with_name(aside.name + suffix))
     path.replace(aside)
     return aside
+
+
+def open_read_only(path: str | Path) -> ArchiveStore | None:
+    """The archive opened read-only (audience pages, displays): None when nothing has been recorded yet."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=5, check_same_thread=False)
+    return ArchiveStore(path, conn)
 
 
 def open_store(path: str | Path, *, create: bool = True, repair: bool = True) -> ArchiveStore:

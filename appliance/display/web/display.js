@@ -20,6 +20,12 @@
   var topicCaptions = base + "/captions/" + lang, topicStatus = base + "/status", topicDetail = base + "/status/detail";
 
   var captionsEl = document.getElementById("captions");
+  var qr = q.get("qr"); // e.g. /audience/qr.svg?room=room1: the audience page's QR code, from this server only
+  if (qr && qr.charAt(0) === "/" && qr.charAt(1) !== "/") {
+    var qrEl = document.createElement("img");
+    qrEl.className = "qr"; qrEl.id = "qr"; qrEl.alt = "Captions on your phone"; qrEl.src = qr;
+    document.body.appendChild(qrEl);
+  }
   var historyEl = document.getElementById("history");
   var bannerEl = document.getElementById("banner");
   var infoEl = document.getElementById("info");
