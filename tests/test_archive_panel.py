@@ -76,3 +76,19 @@ def test_recording_off_is_said_on_the_page(tmp_path):
     panel = Panel(tmp_path, archive=lambda: None).setup_and_login()
     assert "Recording is off" in panel.client.get("/archive").text
     assert panel.client.get("/archive/latest/export?lang=en").status_code == 404
+
+
+def test_archive_settings_are_saved_validated_and_applied(recorded):
+    panel, _ = recorded
+    page = panel.client.get("/archive")
+    assert 'name="archive.gap_min"' in page.text and 'name="archive.retention_days"' in page.text
+    form = {"csrf_token": panel.token("/archive"), "archive.enabled": "on", "archive.gap_min": "45",
+            "archive.retention_days": "7"}
+    r = panel.client.post("/archive", data=form)
+    assert r.status_code == 303
+    saved = panel.app.extensions["appliance_panel"].config_path.read_text()
+    assert '"gap_min": 45.0' in saved and '"retention_days": 7.0' in saved
+    assert panel.ctx.applier.wait()["state"] == "applied"  # the daemon is told (it restarts the archive)
+    assert panel.saved[-1].archive.gap_min == 45.0
+    bad = panel.client.post("/archive", data={**form, "archive.retention_days": "0"})
+    assert bad.status_code == 400 and "archive.retention_days" in bad.text

@@ -31,8 +31,7 @@ def _store():
     return open_store(archive.path, repair=False)
 
 
-@bp.route("/archive")
-def page():
+def _page_extra(data: dict) -> dict:
     archive = _archive()
     meetings, problem = [], ""
     if archive is not None:
@@ -45,8 +44,16 @@ def page():
         except sqlite3.Error as exc:
             problem = f"the archive cannot be read: {exc}"
     state = archive.state() if archive is not None else None
-    return render_template("archive.html", archive=state, meetings=meetings, problem=problem,
-                           formats=list(FORMATS), clock=lambda t: time.strftime("%Y-%m-%d %H:%M", time.localtime(t)))
+    return {"archive": state, "meetings": meetings, "problem": problem, "formats": list(FORMATS),
+            "clock": lambda t: time.strftime("%Y-%m-%d %H:%M", time.localtime(t))}
+
+
+@bp.route("/archive", methods=["GET", "POST"])
+def page():
+    """The meetings, and the archive.* settings (saved like every settings page: validated, atomic, applied)."""
+    from appliance.panel.views import _section, _settings_page
+
+    return _settings_page("archive.html", _section("archive"), None, _page_extra)
 
 
 @bp.route("/archive/meeting", methods=["POST"])
