@@ -294,3 +294,14 @@ def test_bench_archive_reports_put_latency_and_export_times(appliance_cmd):
     assert set(result["exports"]) == {"srt", "vtt", "txt", "jsonl"} and all(e["kib"] > 50 for e in result["exports"].values())
     table = subprocess.run(appliance_cmd + ["bench", "archive"], capture_output=True, text=True, check=True).stdout
     assert "| put_p95_ms " in table and "| srt    |" in table
+
+
+def test_an_unusable_state_folder_turns_recording_off_with_a_warning(tmp_path):
+    (tmp_path / "state").write_text("a file where the state folder should be")
+    warnings = []
+    a = Archive(tmp_path / "state" / "archive.db", on_warning=warnings.append).start()
+    a.put(final(0))
+    a.stop()
+    assert a.state()["problem"].startswith("archive off: cannot open") and warnings == [a.state()["problem"]]
+    with pytest.raises(RuntimeError, match="archive off"):
+        a.start_meeting()

@@ -79,8 +79,7 @@ class Archive:
 
     # ---- any thread -----------------------------------------------------------------------------------------
     def start(self) -> "Archive":
-        self._store = open_store(self.path)
-        self._resume()
+        """Start the writer thread; it opens the file (a large archive's check never delays the daemon's start)."""
         self._thread = threading.Thread(target=self._run, name="archive-writer", daemon=True)
         self._thread.start()
         log.info("archive: recording finals to %s (new meeting after %.0f min of silence, kept %.0f days)",
@@ -144,7 +143,20 @@ class Archive:
         if m is not None:
             self._meeting, self._last_activity = m.id, m.last_activity
 
+    def _open(self) -> bool:
+        try:
+            self._store = open_store(self.path)
+            self._resume()
+            return True
+        except (OSError, sqlite3.Error) as exc:  # an unusable state folder costs the record, never captions
+            self.stopped_reason = f"archive off: cannot open {self.path}: {exc}"
+            self._warn(self.stopped_reason)
+            self._drain()
+            return False
+
     def _run(self) -> None:
+        if not self._open():
+            return
         while True:
             try:
                 item = self._q.get(timeout=60.0)
