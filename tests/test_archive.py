@@ -305,3 +305,17 @@ def test_an_unusable_state_folder_turns_recording_off_with_a_warning(tmp_path):
     assert a.state()["problem"].startswith("archive off: cannot open") and warnings == [a.state()["problem"]]
     with pytest.raises(RuntimeError, match="archive off"):
         a.start_meeting()
+
+
+def test_archive_cli_reads_without_writing_and_names_a_damaged_file(tmp_path, appliance_cmd):
+    state = tmp_path / "state"
+    state.mkdir()
+    path = _recorded(state)
+    before = path.stat().st_mtime_ns
+    subprocess.run(appliance_cmd + ["archive", "export", "latest", "--lang", "en", "--state-dir", str(state)],
+                   check=True, capture_output=True)
+    assert path.stat().st_mtime_ns == before  # read-only (SQLite may add its WAL index files beside it)
+    path.write_bytes(b"not a database at all" * 200)
+    bad = subprocess.run(appliance_cmd + ["archive", "list", "--state-dir", str(state)], capture_output=True, text=True)
+    assert bad.returncode == 2 and f"cannot read the archive {path}" in bad.stderr and "Traceback" not in bad.stderr
+    assert path.read_bytes().startswith(b"not a database")  # left for the daemon to set aside

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from appliance.archive.export import FORMATS, export
-from appliance.archive.store import ArchiveError, open_store
+from appliance.archive.store import ArchiveError, open_read_only
 
 __all__ = ["add_parser", "archive_path"]
 
@@ -31,12 +31,17 @@ def _duration(seconds: float) -> str:
 
 
 def _open(args):
-    """The archive read as it is (never repaired from here: the daemon owns it); a damaged one is a clear error."""
+    """The archive opened read-only (the daemon owns it and may be writing); a damaged one is a clear error."""
     path = archive_path(args)
     try:
-        return open_store(path, create=False, repair=False)
+        store = open_read_only(path)
+        if store is not None:
+            store.meetings()  # reads the schema: a damaged or foreign file fails here
     except sqlite3.DatabaseError as exc:
         raise ArchiveError(f"cannot read the archive {path}: {exc}") from None
+    if store is None:
+        raise ArchiveError(f"no archive at {path}: nothing has been recorded with this state folder")
+    return store
 
 
 def cmd_list(args) -> int:
