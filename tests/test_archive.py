@@ -319,3 +319,16 @@ def test_archive_cli_reads_without_writing_and_names_a_damaged_file(tmp_path, ap
     bad = subprocess.run(appliance_cmd + ["archive", "list", "--state-dir", str(state)], capture_output=True, text=True)
     assert bad.returncode == 2 and f"cannot read the archive {path}" in bad.stderr and "Traceback" not in bad.stderr
     assert path.read_bytes().startswith(b"not a database")  # left for the daemon to set aside
+
+
+def test_a_meeting_ends_once_the_room_is_silent_longer_than_the_gap(tmp_path):
+    now = [time.time()]
+    a = Archive(tmp_path / "archive.db", gap_s=600, clock=lambda: now[0]).start()
+    a.put(final(0, at=now[0] - 10))
+    a.flush()
+    assert open_store(a.path).meetings()[0].running
+    now[0] += 601
+    a.flush()  # the writer wakes (every minute when idle) and sees the silence
+    (m,) = open_store(a.path).meetings()
+    assert not m.running and m.ended == pytest.approx(m.last_activity) and a.state()["meeting"] is None
+    a.stop()

@@ -31,6 +31,7 @@ __all__ = ["Archive", "QUEUE_EVENTS", "BATCH_EVENTS"]
 QUEUE_EVENTS = 20_000  # finals waiting for the disk (hours of speech in every language) before dropping
 BATCH_EVENTS = 500  # finals written in one transaction at most
 PURGE_INTERVAL_S = 3600.0  # retention is enforced at start and then this often
+IDLE_CHECK_S = 60.0  # an idle writer wakes this often to end a meeting whose room fell silent
 MAX_STREAMS = 8  # time anchors kept (one per pipeline run; old ones are finished)
 _STOP = object()
 
@@ -159,7 +160,7 @@ class Archive:
             return
         while True:
             try:
-                item = self._q.get(timeout=60.0)
+                item = self._q.get(timeout=IDLE_CHECK_S)
             except queue.Empty:
                 item = None
             batch, commands, stop = [], [], False
@@ -279,12 +280,13 @@ class Archive:
 
     def _maybe_purge(self) -> None:
         now = self.clock()
+        if self._meeting is not None and now - max(self._last_activity, self._last_arrival) > self.gap_s:
+            self._store.end_meeting(self._meeting)  # a silent room: the meeting is over even before the next final
+            log.info("archive: meeting %d ended after %.0f min of silence", self._meeting, self.gap_s / 60)
+            self._meeting = None
         if now < self._next_purge:
             return
         self._next_purge = now + PURGE_INTERVAL_S
-        if self._meeting is not None and now - max(self._last_activity, self._last_arrival) > self.gap_s:
-            self._store.end_meeting(self._meeting)  # a silent room: the meeting is over even before the next final
-            self._meeting = None
         n = self._store.purge(now - self.retention_s)
         if n:
             log.info("archive: %d meetings older than %.0f days deleted", n, self.retention_s / 86400)
