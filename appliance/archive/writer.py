@@ -176,10 +176,10 @@ class Archive:
                 except queue.Empty:
                     item = None
             self._guarded(self._write, batch)
+            self._guarded(self._maybe_purge)  # before answering commands: a flush sees the meeting's end
             for cmd in commands:
                 cmd.result = self._guarded(self._do, cmd.name, errors=True)
                 cmd.done.set()
-            self._guarded(self._maybe_purge)
             if stop:
                 if self._store is not None:
                     self._store.close()
