@@ -223,16 +223,14 @@ def cmd_bench(args) -> int:
 
 def _bench_archive(args) -> int:
     from appliance.archive import bench
-
-    result = bench.run(progress=lambda m: print(m, file=sys.stderr, flush=True))
-    print(report_json(result)) if args.json else bench.print_report(result)
-    return 0
-
-
-def report_json(result: dict) -> str:
     from appliance.bench import report
 
-    return report.to_json(result)
+    result = bench.run(progress=lambda m: print(m, file=sys.stderr, flush=True))
+    if args.json:
+        print(report.to_json(result))
+    else:
+        bench.print_report(result)
+    return 0
 
 
 def _bench_glossary(args) -> int:

@@ -138,9 +138,9 @@ class Supervisor:
         return cfg
 
     def start_pipeline(self) -> None:
-        cfg = self._usable_targets()
         from appliance import glossary
 
+        cfg = self._usable_targets()
         glossary.install(glossary.store_for(cfg.state_dir))  # prompt_terms() reads the glossary the panel edits
         self.engines = load_engines(cfg, self.opts.models_dir)
         self.status.set_providers(self.engines.providers)
