@@ -224,6 +224,9 @@ def _add_transcribe(sub) -> None:
 def cmd_bench(args) -> int:
     from appliance.bench import report
 
+    if args.part in OWN_BENCHES:
+        return OWN_BENCHES[args.part](args)
+
     cfg = _load_config(args)
     if args.model:
         cfg.asr.model = args.model
@@ -253,9 +256,36 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def _bench_archive(args) -> int:
+    from appliance.archive import bench
+    from appliance.bench import report
+
+    result = bench.run(progress=lambda m: print(m, file=sys.stderr, flush=True))
+    if args.json:
+        print(report.to_json(result))
+    else:
+        bench.print_report(result)
+    return 0
+
+
+def _bench_glossary(args) -> int:
+    from appliance.bench import glossary_bench, report
+    from appliance.glossary import store_for
+
+    cfg = _load_config(args)
+    configured = store_for(cfg.state_dir).path if args.config else None  # default: the built-in sample glossary
+    rows = glossary_bench.run(_models_dir(args), configured, progress=lambda m: print(m, file=sys.stderr, flush=True))
+    print(report.to_json({"glossary": rows}) if args.json else
+          f"glossary: term kept or forced (target >= {glossary_bench.TARGET_PCT:.0f} % per entry)\n\n{report.table(rows)}")
+    return 0 if rows and all(r["ok"] for r in rows) else 1
+
+
+OWN_BENCHES = {"archive": _bench_archive, "glossary": _bench_glossary}  # parts whose module prints its own report
+
+
 def _add_bench(sub) -> None:
     p = sub.add_parser("bench", help="measure speed, memory and accuracy (tables; --json for machines)")
-    p.add_argument("part", nargs="?", choices=["all", "models", "pipeline"], default="all")
+    p.add_argument("part", nargs="?", choices=["all", "models", "pipeline", *OWN_BENCHES], default="all")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--quick", action="store_true", help="a few clips only (smoke run)")
     p.add_argument("--model", default=None, help="speech model (default whisper-base)")
@@ -395,6 +425,9 @@ def build_parser() -> argparse.ArgumentParser:
     from appliance.display.terminal import add_parser as _add_display  # bus helper: terminal room display
 
     _add_display(sub)
+    from appliance.archive.cli import add_parser as _add_archive  # the meeting record: list, export
+
+    _add_archive(sub)
     return parser
 
 

@@ -135,6 +135,15 @@ class AcceleratorConfig(_Section):
     threads: int = Field(0, ge=0, le=256, description="Threads per model; 0 lets onnxruntime decide.")
 
 
+class ArchiveConfig(_Section):
+    enabled: bool = Field(True, title="Record meetings",
+                          description="Store every final, in every language, in the archive under the state folder.")
+    gap_min: float = Field(30.0, gt=0, le=1440, title="Silence gap",
+                           description="Minutes without a final after which the next final starts a new meeting.")
+    retention_days: float = Field(30.0, gt=0, le=3650, title="Retention",
+                                  description="Days a finished meeting is kept before it is deleted.")
+
+
 class Config(_Section):
     room: RoomConfig = Field(default_factory=RoomConfig)
     languages: LanguageConfig = Field(default_factory=LanguageConfig)
@@ -146,6 +155,7 @@ class Config(_Section):
     panel: PanelConfig = Field(default_factory=PanelConfig)
     display: DisplayServerConfig = Field(default_factory=DisplayServerConfig)
     accelerator: AcceleratorConfig = Field(default_factory=AcceleratorConfig)
+    archive: ArchiveConfig = Field(default_factory=ArchiveConfig)
     models_dir: Optional[str] = Field(None, description="Folder of built models; default: the project's models/ or /var/lib/appliance/models.")
     state_dir: str = Field("/var/lib/appliance", description="Folder for the queue of unsent finals and other state.")
 

@@ -62,6 +62,7 @@ class Supervisor:
         self.capture = None
         self.panel = None
         self.display_server = None
+        self.archive = None  # appliance.archive.Archive while meetings are recorded
         self._capture_thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._input_done = threading.Event()
@@ -184,15 +185,39 @@ class Supervisor:
         return cfg
 
     def start_pipeline(self) -> None:
+        from appliance import glossary
+
         cfg = self._usable_targets()
+        glossary.install(glossary.store_for(cfg.state_dir))  # prompt_terms() reads the glossary the panel edits
         self.engines = load_engines(cfg, self.opts.models_dir)
         self.status.set_providers(self.engines.providers)
         self.pipeline = make_pipeline(cfg, self.engines, self._sink, realtime=True)
         self.status.pipeline = self.pipeline
         self.pipeline.start()
 
+    def start_archive(self) -> None:
+        """Record finals by meeting (a bounded queue and its own writer thread: never slows captions)."""
+        if not self.cfg.archive.enabled:
+            return
+        from appliance.archive import Archive, db_path
+
+        try:
+            self.archive = Archive(db_path(self.cfg.state_dir), gap_s=self.cfg.archive.gap_min * 60,
+                                   retention_days=self.cfg.archive.retention_days, on_warning=self.status.warn).start()
+        except Exception as exc:  # an unusable state folder costs the record, never the captions
+            log.error("archive off: %s", exc)
+            self.status.warn(f"archive off: {exc}")
+
+    def stop_archive(self) -> None:
+        archive, self.archive = self.archive, None
+        if archive is not None:
+            archive.stop()
+
     def _sink(self, event) -> None:
         self.status.add_caption(event)
+        archive = self.archive
+        if archive is not None:
+            archive.put(event)
         with self._sink_lock:
             if self.publisher is not None:
                 self.publisher.publish(event)
@@ -277,17 +302,25 @@ class Supervisor:
         """The read-only display pages on the room LAN (display.host:display.port), apart from the panel."""
         if not self.cfg.display.enabled:
             return
-        from appliance.display.server import create_app
+        from appliance.display.server import DEFAULT_PAGES, ReadOnlyPage, create_app
         from appliance.webserver import WebServer
 
+        pages = DEFAULT_PAGES + (ReadOnlyPage("/audience", self._audience_page),)
         try:
-            self.display_server = WebServer(create_app(self.display_connection), self.cfg.display.host,
+            self.display_server = WebServer(create_app(self.display_connection, pages), self.cfg.display.host,
                                             self.cfg.display.port, name="display").start()
         except OSError as exc:  # captions go on: displays can still be opened from disk with their details
             message = (f"display server: cannot listen on {self.cfg.display.host}:{self.cfg.display.port} ({exc}); "
                        "change display.port")
             log.error("%s", message)
             self.status.warn(message)
+
+    def _audience_page(self):
+        """The audience page for phones (scroll-back from the archive, read-only), on the display server."""
+        from appliance.archive import db_path
+        from appliance.display import audience
+
+        return audience.blueprint(lambda: db_path(self.cfg.state_dir) if self.cfg.archive.enabled else None)
 
     def urls(self) -> dict[str, str]:
         """Where people open things: {"room display": …, "admin panel": …} (what is running)."""
@@ -297,6 +330,7 @@ class Supervisor:
             host = self.cfg.display.host if self.cfg.display.host not in ("0.0.0.0", "::", "") else _lan_host()
             out["room display"] = (f"http://{host}:{self.display_server.port}/display/"
                                    f"?room={self.cfg.room.id}&lang={lang}")
+            out["audience page"] = f"http://{host}:{self.display_server.port}/audience/?room={self.cfg.room.id}"
         if self.panel is not None:
             out["admin panel"] = self.panel.url
         return out
@@ -332,6 +366,10 @@ class Supervisor:
                 restarted.append("pipeline")
                 if self.publisher:
                     self.publisher.publish_detail(self._detail())
+            if old.archive != new.archive:
+                self.stop_archive()
+                self.start_archive()
+                restarted.append("archive")
             if "audio" in changed:
                 self.stop_capture()
                 self.start_capture()
@@ -349,6 +387,7 @@ class Supervisor:
         signal.signal(signal.SIGINT, lambda *_: self._stop.set())
         self.start_broker()
         self.start_publisher()
+        self.start_archive()
         self.start_pipeline()
         self.start_capture()
         if not self.opts.once:
@@ -374,6 +413,7 @@ class Supervisor:
         self.stop_capture()
         if self.pipeline is not None:
             self.pipeline.stop(timeout=60)
+        self.stop_archive()  # writes the finals still queued
         self.stop_publisher()  # sends queued finals, then the clean-exit status
         time.sleep(0.3 if self._attached else 0)  # let attached displays receive the last finals
         for thing in self._attached:

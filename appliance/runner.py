@@ -18,9 +18,12 @@ CHUNK = 512  # 32 ms at 16 kHz, the VAD window
 
 def make_pipeline(cfg: Config, engines: Engines, sink: Callable[[CaptionEvent], None], *, realtime: bool = True,
                   partials: bool = True) -> Pipeline:
+    from appliance.glossary import store_for
+    from appliance.translate.enforce import wrap_translators
     from appliance.vad import make_segmenter
 
-    return Pipeline(asr=engines.asr, segmenter=make_segmenter(engines.vad_dir, cfg.vad), translators=engines.translators,
+    translators = wrap_translators(engines.translators, store_for(cfg.state_dir).current)  # glossary terms enforced
+    return Pipeline(asr=engines.asr, segmenter=make_segmenter(engines.vad_dir, cfg.vad), translators=translators,
                     sink=sink, source_lang=cfg.languages.source, targets=cfg.languages.targets,
                     beam_size=cfg.asr.beam_size, mt_beam_size=cfg.translation.beam_size,
                     partial_interval_s=cfg.asr.partial_interval_s, max_segment_s=cfg.asr.max_segment_s,

@@ -47,6 +47,9 @@ def run_cmd(models, tmp_path, broker, *extra):
 
 
 def test_run_once_publishes_finals_in_every_language(models, tmp_path, broker, speech_wav):
+    (tmp_path / "state").mkdir()  # a glossary term, forced in the Portuguese captions (appliance/glossary.py)
+    (tmp_path / "state" / "glossary.json").write_text(json.dumps({"entries": [
+        {"source": "en", "target": "pt", "term": "finance team", "translation": "equipa de finanças"}]}))
     rec = Recorder(broker.port, [f"appliance/{ROOM}/#"])
     proc = subprocess.run(run_cmd(models, tmp_path, broker, "--input", str(speech_wav), "--once"),
                           capture_output=True, text=True, timeout=180)
@@ -63,6 +66,13 @@ def test_run_once_publishes_finals_in_every_language(models, tmp_path, broker, s
     detail = json.loads(rec.payloads(f"appliance/{ROOM}/status/detail")[0])
     assert {"en", "pt"} <= set(detail["languages"])
     rec.stop()
+    assert "equipa de finanças" in " ".join(c["text"] for c in pt)
+    # the meeting record holds the same finals, exported as `appliance archive` finds it (--state-dir)
+    export = [sys.executable, "-m", "appliance", "archive", "export", "latest", "--state-dir", str(tmp_path / "state")]
+    minutes = subprocess.run(export + ["--lang", "pt", "--format", "txt"], capture_output=True, text=True, check=True)
+    assert "equipa de finanças" in minutes.stdout and "orçamento" in minutes.stdout.lower()
+    srt = subprocess.run(export + ["--lang", "en", "--format", "srt"], capture_output=True, text=True, check=True)
+    assert srt.stdout.startswith("1\n00:00:0") and "budget" in srt.stdout.lower()
 
 
 def test_sigterm_flushes_the_open_utterance_and_goes_offline(models, tmp_path, broker, speech_wav):

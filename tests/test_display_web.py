@@ -44,6 +44,9 @@ def stack(tmp_path):
     broker.stop()
 
 
+CAUGHT_UP = "() => window.captionDisplay.pending.length === 0"  # every final revealed (reading-speed pacing)
+
+
 def rows(page):
     return page.eval_on_selector_all(".row", "els => els.map(e => [e.textContent, e.classList.contains('partial')])")
 
@@ -76,9 +79,11 @@ def test_web_display_shows_partials_finals_literally_and_offline_banner(browser,
     raw.loop_stop()
     pub.publish(final(2, text=EVIL))
     page.wait_for_function("() => window.captionDisplay.finals === 2")
-    text = page.inner_text("#captions")
+    page.wait_for_function(CAUGHT_UP)
+    text = page.inner_text("#captions") + page.inner_text("#history")
     assert "<b>bold</b>" in text and "<script>" in text  # shown literally ...
     assert page.query_selector("#captions b") is None and page.query_selector("#captions img") is None
+    assert page.query_selector("#history b") is None and page.query_selector("#history img") is None
     assert page.title() != "pwned"  # ... never run
     assert "Sala Azul" in page.inner_text("#info")
     assert page.evaluate("window.captionDisplay.malformed") == 4
@@ -109,10 +114,75 @@ def test_web_display_joins_late_survives_broker_restart_opened_from_disk(browser
     time.sleep(1.0)
     broker.start()
     page.wait_for_function("() => window.captionDisplay.finals === 7", timeout=20000)
+    page.wait_for_function(CAUGHT_UP)
     assert [r[0] for r in rows(page)] == ["frase número 6", "frase número 7"]
     time.sleep(1.0)  # finals sent again after the reconnection are not shown twice
     assert page.evaluate("window.captionDisplay.finals") == 7 and "antes" not in page.inner_text("#captions")
     page.screenshot(path=str(artifacts / "display-web-from-disk.png"))
+    page.close()
+
+
+SNAPSHOTS = """() => {
+  window.__snaps = [];
+  const take = () => {
+    const hist = [...document.querySelectorAll('#history .hist')].map(e => e.textContent);
+    const live = [...document.querySelectorAll('#captions .row:not(.partial)')].map(e => e.textContent).filter(t => t);
+    const s = hist.concat(live).join('\\n');
+    if (window.__snaps[window.__snaps.length - 1] !== s) window.__snaps.push(s);
+  };
+  new MutationObserver(take).observe(document.body, {subtree: true, childList: true, characterData: true});
+}"""
+LONG = ["Good morning to all of you and welcome to the meeting.",
+        "The first item on the agenda is the budget for next year.",
+        "We will vote on it after the coffee break at eleven.",
+        "Please keep your questions short so that everyone can speak.",
+        "The minutes of the last meeting were sent by email."]
+
+
+def _rate(events: list, burst: int = 8) -> float:
+    """Characters per second revealed after the first word, less the burst a display may show at once."""
+    chars = sum(c for _, c in events[1:]) - burst
+    return chars / ((events[-1][0] - events[0][0]) / 1000)
+
+
+def test_web_display_rolls_up_with_dimmed_history_at_reading_speed_never_jumping_back(browser, stack, artifacts):
+    broker, pub, base = stack
+    pub.start()
+    page = browser.new_page(viewport={"width": 1280, "height": 720})
+    page.goto(f"{base}/display/?room=r1&lang=en&history=5&broker=ws://127.0.0.1:{broker.ws_port}")
+    page.wait_for_function("() => document.getElementById('banner').hidden")
+    page.evaluate(SNAPSHOTS)
+    pub.publish(partial(1, 1, lang="en", text="good morning to all"))
+    page.wait_for_function("() => document.querySelector('.row.partial') !== null")
+    pub.publish(final(1, lang="en", text=LONG[0]))
+    page.wait_for_function("() => window.captionDisplay.finals === 1")
+    assert " ".join(r[0] for r in rows(page) if r[0]).startswith("Good morning to all")  # the partial's words stay
+    page.wait_for_function(CAUGHT_UP)
+    pub.publish(final(2, lang="en", text=LONG[1]))
+    page.wait_for_function("() => window.captionDisplay.finals === 2")
+    page.wait_for_function(CAUGHT_UP)
+    paced = page.evaluate("window.captionDisplay.revealed.slice()")
+    second = [e for e in paced if e[0] >= paced[-1][0] - 10_000][-len(LONG[1].split()):]
+    assert _rate(second) <= 17 * 1.02, second  # one final with no backlog: held to the reading speed
+    start = len(paced)
+    for i in range(3, 6):  # a burst of finals: the display speeds up rather than fall behind
+        pub.publish(final(i, lang="en", text=LONG[i - 1]))
+    page.wait_for_function("() => window.captionDisplay.finals === 5")
+    page.wait_for_function(CAUGHT_UP, timeout=30_000)
+    burst = page.evaluate("window.captionDisplay.revealed.slice()")[start:]
+    assert _rate(burst) > 17
+    hist = page.eval_on_selector_all("#history .hist", "els => els.map(e => [e.textContent, e.className, "
+                                     "parseFloat(getComputedStyle(e).opacity)])")
+    assert [r[0] for r in rows(page)] == ["The minutes of the last meeting were sent", "by email."]
+    assert " ".join(h[0] for h in hist).endswith("so that everyone can speak.")
+    assert {h[1] for h in hist} >= {"hist age-1", "hist age-2", "hist age-3", "hist age-4"}
+    opacity = {h[1]: h[2] for h in hist}
+    assert opacity["hist age-1"] > opacity["hist age-2"] > opacity["hist age-3"] >= opacity["hist age-4"]
+    snaps = page.evaluate("window.__snaps")
+    assert len(snaps) > 20
+    for before, after in zip(snaps, snaps[1:]):
+        assert after.startswith(before), (before, after)  # text only ever grows: nothing shown is taken back
+    page.screenshot(path=str(artifacts / "display-web-roll-up.png"))
     page.close()
 
 

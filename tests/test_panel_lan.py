@@ -221,6 +221,11 @@ def test_daemon_runs_panel_and_display_server_apart_and_logs_both(tmp_path, capl
         info = json.loads(c.getresponse().read())
         assert info["username"] == "display-hall" and info["room"] == "hall" and info["languages"] == ["pt", "en"]
         assert info["password"] == sup.credentials.display("hall").password
+        for path in ("/audience/?room=hall", "/audience/vendor/mqtt.min.js", "/display/vendor/mqtt.min.js"):
+            c = http.client.HTTPConnection(lan, cfg.display.port, timeout=10)
+            c.request("GET", path)
+            assert c.getresponse().status == 200, path  # the audience page is mounted beside the display
+        assert urls["audience page"].endswith(f":{cfg.display.port}/audience/?room=hall")
         with pytest.raises(OSError):  # the admin panel is not on the LAN
             http.client.HTTPConnection(lan, cfg.panel.port, timeout=5).request("GET", "/setup")
     finally:

@@ -45,7 +45,8 @@ def serve(supervisor, *, admin_file: str | Path | None = None, device_lister=Non
     cfg = supervisor.cfg
     app = create_app(supervisor.opts.config_path or DEFAULT_PATH, supervisor.status,
                      models_dir=supervisor.opts.models_dir, on_config_saved=supervisor.apply_config,
-                     admin_file=admin_file or Path(cfg.state_dir) / ADMIN_FILE_NAME, device_lister=device_lister)
+                     admin_file=admin_file or Path(cfg.state_dir) / ADMIN_FILE_NAME, device_lister=device_lister,
+                     archive=lambda: getattr(supervisor, "archive", None), state_dir=cfg.state_dir)
     ctx = app.extensions["appliance_panel"]
     tls = None
     if needs_https(cfg.panel.host, cfg.panel.https):

@@ -47,6 +47,8 @@ class PanelContext:
         self.device_lister = device_lister
         self.health = health
         self.metrics_public = metrics_public
+        self.archive: Callable[[], Any] | None = None  # () -> the running appliance.archive.Archive, or None
+        self.state_dir: Path | None = None  # the daemon's state folder (glossary.json)
         self.login_limiter = RateLimiter(LOGIN_LIMIT, LOGIN_WINDOW_S)
         self.setup_code: str | None = None  # the first-run page's one-time code (None once a password is set)
         self.tls_fingerprint: str | None = None  # SHA-256 of the panel's certificate, shown on its pages
@@ -66,7 +68,8 @@ def create_app(config_path: str | os.PathLike, status: Status, *, models_dir: st
                on_config_saved: Callable[[Config], Any] | None = None, admin_file: str | os.PathLike,
                device_lister: Callable[[], list] | None = None,
                health: Callable[[], tuple[bool, list[str]]] | None = None, metrics_public: bool = False,
-               allowed_hosts: Iterable[str] = (), setup_code: str | None = None) -> Flask:
+               allowed_hosts: Iterable[str] = (), setup_code: str | None = None,
+               archive: Callable[[], Any] | None = None, state_dir: str | os.PathLike | None = None) -> Flask:
     """The config panel.
 
     config_path      the config file the panel edits (written with config.save_atomic)
@@ -79,6 +82,8 @@ def create_app(config_path: str | os.PathLike, status: Status, *, models_dir: st
     metrics_public   serve /metrics to every address, not only loopback
     allowed_hosts    DNS names (besides IP literals, single-label and .local/.lan names) the panel answers to
     setup_code       the one-time code the first-run page asks for; made (and logged) when no password is set
+    archive          () -> the daemon's running Archive (or None when recording is off): the archive page
+    state_dir        the daemon's state folder (glossary file); default: state_dir of the config file
     """
     from appliance.panel import api, views
 
@@ -87,6 +92,8 @@ def create_app(config_path: str | os.PathLike, status: Status, *, models_dir: st
     ctx = PanelContext(config_path=Path(config_path), status=status, models_dir=Path(models_dir), admin=admin,
                        applier=Applier(on_config_saved), device_lister=device_lister,
                        health=health or status.health, metrics_public=metrics_public)
+    ctx.archive = archive
+    ctx.state_dir = Path(state_dir) if state_dir is not None else None
     app.extensions["appliance_panel"] = ctx
     ctx.setup_code = setup_code
     if not _admin_set(admin):
@@ -98,6 +105,10 @@ def create_app(config_path: str | os.PathLike, status: Status, *, models_dir: st
                       JSON_SORT_KEYS=False, TEMPLATES_AUTO_RELOAD=False)
     app.register_blueprint(views.bp)
     app.register_blueprint(api.bp)
+    from appliance.panel import archive_views, glossary_views
+
+    app.register_blueprint(archive_views.bp)
+    app.register_blueprint(glossary_views.bp)
 
     extra_hosts = frozenset(h.strip().lower().rstrip(".") for h in allowed_hosts)
 

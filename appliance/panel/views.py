@@ -16,6 +16,7 @@ bp = Blueprint("views", __name__)
 
 PAGES = [("views.room", "Room & languages"), ("views.microphone", "Microphone"), ("views.broker", "Broker"),
          ("views.models", "Models & accelerator"), ("views.live", "Live")]
+PAGES += [("archive.page", "Archive"), ("glossary.page", "Glossary")]  # archive_views.py, glossary_views.py
 
 
 def _section(name: str, skip: tuple[str, ...] = ()) -> list[str]:

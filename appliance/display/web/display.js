@@ -9,12 +9,24 @@
   var prefix = q.get("prefix") || "appliance";
   var rowsN = Math.max(1, Math.min(4, parseInt(q.get("rows") || "2", 10) || 2));
   var width = Math.max(10, Math.min(120, parseInt(q.get("width") || "42", 10) || 42));
+  // roll-up: finals that scrolled off stay above as dimmed history; text is revealed at a reading speed
+  var histN = Math.max(0, Math.min(10, parseInt(q.get("history") || "3", 10)));
+  if (isNaN(histN)) histN = 3;
+  var cps = Math.max(5, Math.min(100, parseFloat(q.get("cps") || "17") || 17)); // characters per second
+  var CATCHUP_S = 4, BURST_CHARS = 8, TICK_MS = 50, LINES_KEPT = 80;
   var host = window.location.hostname || "127.0.0.1";
   var broker = q.get("broker") || ((window.location.protocol === "https:" ? "wss://" : "ws://") + host + ":9001");
   var base = prefix + "/" + room;
   var topicCaptions = base + "/captions/" + lang, topicStatus = base + "/status", topicDetail = base + "/status/detail";
 
   var captionsEl = document.getElementById("captions");
+  var qr = q.get("qr"); // e.g. /audience/qr.svg?room=room1: the audience page's QR code, from this server only
+  if (qr && qr.charAt(0) === "/" && qr.charAt(1) !== "/") {
+    var qrEl = document.createElement("img");
+    qrEl.className = "qr"; qrEl.id = "qr"; qrEl.alt = "Captions on your phone"; qrEl.src = qr;
+    document.body.appendChild(qrEl);
+  }
+  var historyEl = document.getElementById("history");
   var bannerEl = document.getElementById("banner");
   var infoEl = document.getElementById("info");
   document.documentElement.lang = lang;
@@ -27,7 +39,9 @@
   }
 
   // ---- state: the same rules as appliance/bus/client.py CaptionState --------------------------------------
-  var state = { finalLines: [], partial: null, lastFinalSeq: -1, seen: new Map(), finals: 0, duplicates: 0, stale: 0, malformed: 0 };
+  // lines: revealed final text [{id, text, open}]; pending: finals still to reveal [{id, words}]
+  var state = { lines: [], pending: [], partial: null, lastFinalSeq: -1, seen: new Map(), finals: 0, duplicates: 0,
+                stale: 0, malformed: 0, revealed: [], cps: cps };
   window.captionDisplay = state; // for tests and debugging
 
   function wrap(text) {
@@ -71,8 +85,7 @@
       state.lastFinalSeq = m.seq;
       remember(key); remember(m.id + "\u0000final");
       state.finals++;
-      state.finalLines = state.finalLines.concat(linesOf(m)).slice(-rowsN);
-      if (state.partial && state.partial.id === m.id) state.partial = null;
+      queueFinal(m);
       return true;
     }
     if (state.seen.has(m.id + "\u0000final") || m.seq < state.lastFinalSeq) { state.stale++; return false; }
@@ -81,14 +94,87 @@
     state.partial = m;
     return true;
   }
+  // ---- reveal: finals appear word by word at <= cps (faster only when the backlog would lag > CATCHUP_S) ----
+  function norm(w) { return w.toLowerCase().replace(/[^\p{L}\p{N}]/gu, ""); }
+  function queueFinal(m) {
+    var words = String(m.text).split(/\s+/).filter(Boolean);
+    var p = state.partial, shown = 0;
+    if (p && p.id === m.id && !state.pending.length) { // words already on screen as the partial: no replay
+      var pw = String(p.text).split(/\s+/).filter(Boolean);
+      while (shown < words.length && shown < pw.length && norm(words[shown]) === norm(pw[shown])) shown++;
+    }
+    if (p && p.id === m.id) state.partial = null;
+    words.slice(0, shown).forEach(function (w) { addWord(m.id, w); });
+    state.pending.push({ id: m.id, words: words.slice(shown) });
+  }
+  function addWord(id, w) {
+    var last = state.lines[state.lines.length - 1];
+    var open = last && last.id === id && last.open;
+    while (w.length > width) { // as wrap(): a word longer than a line is cut into line-sized pieces
+      if (open) last.open = false;
+      state.lines.push({ id: id, text: w.slice(0, width), open: false });
+      w = w.slice(width); open = false;
+    }
+    if (!w) return;
+    if (open && last.text.length + 1 + w.length <= width) last.text += " " + w;
+    else { if (open) last.open = false; state.lines.push({ id: id, text: w, open: true }); }
+    if (state.lines.length > LINES_KEPT) state.lines.splice(0, state.lines.length - LINES_KEPT);
+  }
+  function backlog() {
+    return state.pending.reduce(function (n, f) { return n + f.words.reduce(function (a, w) { return a + w.length + 1; }, 0); }, 0);
+  }
+  var credit = BURST_CHARS, lastTick = Date.now();
+  function tick() {
+    var now = Date.now(), dt = (now - lastTick) / 1000;
+    lastTick = now;
+    var waiting = backlog();
+    if (!waiting) { credit = Math.min(BURST_CHARS, credit + dt * cps); return; }
+    credit += dt * Math.max(cps, waiting / CATCHUP_S);
+    var changed = false;
+    while (state.pending.length) {
+      var head = state.pending[0];
+      if (!head.words.length) { state.pending.shift(); changed = true; continue; }
+      var cost = head.words[0].length + 1;
+      if (credit < cost) break;
+      credit -= cost;
+      addWord(head.id, head.words.shift());
+      state.revealed.push([now, cost]);
+      if (state.revealed.length > 500) state.revealed.shift();
+      changed = true;
+    }
+    if (changed) render();
+  }
+  setInterval(tick, TICK_MS);
+
   function render() {
-    var rows = state.finalLines.map(function (t) { return [t, false]; });
-    if (state.partial) rows = rows.concat(linesOf(state.partial).map(function (t) { return [t, true]; }));
-    rows = rows.slice(-rowsN);
-    while (rows.length < rowsN) rows.unshift(["", false]);
-    rows.forEach(function (r, i) {
+    var view = state.lines.map(function (l) { return [l.text, false, l.id]; });
+    if (state.partial && !state.pending.length) { // a partial only once the finals before it are out
+      view = view.concat(linesOf(state.partial).map(function (t) { return [t, true, state.partial.id]; }));
+    }
+    var live = view.slice(-rowsN), older = view.slice(0, Math.max(0, view.length - rowsN));
+    while (live.length < rowsN) live.unshift(["", false, null]);
+    live.forEach(function (r, i) {
       rowEls[i].textContent = r[0]; // text, never HTML
       rowEls[i].className = r[1] ? "row partial" : "row";
+    });
+    renderHistory(older, live);
+  }
+  function renderHistory(older, live) {
+    // the lines above the live rows, from the last histN finals (counting one still partly live); older = dimmer
+    var ids = [], keep = [];
+    for (var i = older.length - 1; i >= 0; i--) {
+      var id = older[i][2];
+      if (ids.indexOf(id) < 0) { if (ids.length >= histN) break; ids.push(id); }
+      keep.unshift(older[i]);
+    }
+    var liveIds = live.map(function (r) { return r[2]; });
+    while (historyEl.childNodes.length > keep.length) historyEl.removeChild(historyEl.firstChild);
+    while (historyEl.childNodes.length < keep.length) historyEl.insertBefore(document.createElement("div"), historyEl.firstChild);
+    keep.forEach(function (r, j) {
+      var age = ids.indexOf(r[2]) + (liveIds.indexOf(r[2]) >= 0 ? 0 : 1); // 0: the final still on the live rows
+      var el = historyEl.childNodes[j];
+      el.textContent = r[0];
+      el.className = "hist age-" + age;
     });
   }
   function banner(text, kind) {

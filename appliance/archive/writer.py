@@ -1,0 +1,292 @@
+"""The archive writer: a bounded queue owned by one thread, so recording never slows recognition.
+
+  pipeline threads --sink--> Archive.put(event)  (never blocks; drops with a counter when the queue is full)
+                             queue (bounded) --> writer thread --> ArchiveStore (SQLite)
+  panel --start()/stop()--> the same queue, so commands and finals keep their order.
+
+The writer thread owns the meeting state: a final after a silence gap longer than `gap_s` starts a new
+meeting. A full disk stops archiving with a warning (captions go on); a damaged database is set aside and
+a new one started. Events carry audio times (seconds from the start of their stream); they are turned into
+Unix times with an anchor taken from the first final of each stream.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from appliance.archive.store import ArchiveStore, is_corrupt, is_disk_full, open_store, set_aside
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Archive", "QUEUE_EVENTS", "BATCH_EVENTS"]
+
+QUEUE_EVENTS = 20_000  # finals waiting for the disk (hours of speech in every language) before dropping
+BATCH_EVENTS = 500  # finals written in one transaction at most
+PURGE_INTERVAL_S = 3600.0  # retention is enforced at start and then this often
+IDLE_CHECK_S = 60.0  # an idle writer wakes this often to end a meeting whose room fell silent
+MAX_STREAMS = 8  # time anchors kept (one per pipeline run; old ones are finished)
+_STOP = object()
+
+
+@dataclass
+class _Command:
+    name: str  # "start" | "stop"
+    done: threading.Event
+    result: Any = None
+
+
+def speaker_json(event: Any) -> str | None:
+    """The event's speaker (the speaker issue adds it; any JSON-able value) as JSON text, or None."""
+    speaker = getattr(event, "speaker", None) if not isinstance(event, dict) else event.get("speaker")
+    if speaker is None:
+        return None
+    try:
+        return json.dumps(speaker, ensure_ascii=False, sort_keys=True, default=str)
+    except (TypeError, ValueError):
+        return json.dumps(str(speaker))
+
+
+class Archive:
+    """Record finals into the archive at `path`. Call start(), then put(event) from any thread, then stop()."""
+
+    def __init__(self, path: str | Path, *, gap_s: float = 1800.0, retention_days: float = 30.0,
+                 on_warning: Callable[[str], None] | None = None, queue_events: int = QUEUE_EVENTS,
+                 clock: Callable[[], float] = time.time):
+        self.path = Path(path)
+        self.gap_s = gap_s
+        self.retention_s = retention_days * 86400.0
+        self.on_warning = on_warning or (lambda message: None)
+        self.clock = clock
+        self._q: queue.Queue = queue.Queue(maxsize=queue_events)
+        self._thread: threading.Thread | None = None
+        self.dropped = 0  # finals lost because the queue was full (slow disk)
+        self.written = 0
+        self.stopped_reason = ""  # why archiving stopped (full disk), "" while it works
+        # owned by the writer thread
+        self._store: ArchiveStore | None = None
+        self._meeting: int | None = None
+        self._last_activity = 0.0  # Unix end time of the meeting's last final
+        self._last_arrival = 0.0  # clock() when the last final was written (finals may arrive late after a backlog)
+        self._anchors: dict[str, float] = {}  # stream id -> Unix time of its audio time 0
+        self._next_purge = 0.0
+
+    # ---- any thread -----------------------------------------------------------------------------------------
+    def start(self) -> "Archive":
+        """Start the writer thread; it opens the file (a large archive's check never delays the daemon's start)."""
+        self._thread = threading.Thread(target=self._run, name="archive-writer", daemon=True)
+        self._thread.start()
+        log.info("archive: recording finals to %s (new meeting after %.0f min of silence, kept %.0f days)",
+                 self.path, self.gap_s / 60, self.retention_s / 86400)
+        return self
+
+    def put(self, event: Any) -> None:
+        """Queue a final for the disk; partials are ignored. Never blocks."""
+        if not getattr(event, "final", False) or self.stopped_reason:
+            return
+        try:
+            self._q.put_nowait(event)
+        except queue.Full:
+            self.dropped += 1
+            if self.dropped == 1 or self.dropped % 1000 == 0:
+                self._warn(f"archive: the disk is too slow, {self.dropped} finals not recorded (captions unaffected)")
+
+    def start_meeting(self, timeout: float = 10.0) -> int | None:
+        """End the running meeting and start a new one now; returns its id."""
+        return self._command("start", timeout)
+
+    def stop_meeting(self, timeout: float = 10.0) -> int | None:
+        """End the running meeting; returns its id (None when none ran). The next final starts a new one."""
+        return self._command("stop", timeout)
+
+    def flush(self, timeout: float = 10.0) -> None:
+        """Wait until everything queued so far is on disk."""
+        self._command("flush", timeout)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self._thread is None:
+            return
+        self._q.put(_STOP)
+        self._thread.join(timeout)
+        self._thread = None
+
+    def state(self) -> dict:
+        return {"path": str(self.path), "recording": not self.stopped_reason and self._thread is not None,
+                "meeting": self._meeting, "written": self.written, "dropped": self.dropped,
+                "queued": self._q.qsize(), "problem": self.stopped_reason}
+
+    def _command(self, name: str, timeout: float):
+        if self.stopped_reason:
+            raise RuntimeError(self.stopped_reason)
+        cmd = _Command(name, threading.Event())
+        self._q.put(cmd, timeout=timeout)
+        if not cmd.done.wait(timeout):
+            raise TimeoutError(f"archive: the writer did not answer '{name}' within {timeout:.0f} s")
+        if isinstance(cmd.result, Exception):
+            raise cmd.result
+        return cmd.result
+
+    def _warn(self, message: str) -> None:
+        log.warning("%s", message)
+        self.on_warning(message)
+
+    # ---- the writer thread ----------------------------------------------------------------------------------
+    def _resume(self) -> None:
+        """Continue a meeting left running by a previous run (its gap rule still applies)."""
+        m = self._store.open_meeting()
+        if m is not None:
+            self._meeting, self._last_activity = m.id, m.last_activity
+
+    def _open(self) -> bool:
+        try:
+            self._store = open_store(self.path)
+            self._resume()
+            return True
+        except (OSError, sqlite3.Error) as exc:  # an unusable state folder costs the record, never captions
+            self.stopped_reason = f"archive off: cannot open {self.path}: {exc}"
+            self._warn(self.stopped_reason)
+            self._drain()
+            return False
+
+    def _run(self) -> None:
+        if not self._open():
+            return
+        while True:
+            try:
+                item = self._q.get(timeout=IDLE_CHECK_S)
+            except queue.Empty:
+                item = None
+            batch, commands, stop = [], [], False
+            while item is not None:
+                if item is _STOP:
+                    stop = True
+                    break
+                (commands if isinstance(item, _Command) else batch).append(item)
+                if isinstance(item, _Command) or len(batch) >= BATCH_EVENTS:
+                    break
+                try:
+                    item = self._q.get_nowait()
+                except queue.Empty:
+                    item = None
+            self._guarded(self._write, batch)
+            self._guarded(self._maybe_purge)  # before answering commands: a flush sees the meeting's end
+            for cmd in commands:
+                cmd.result = self._guarded(self._do, cmd.name, errors=True)
+                cmd.done.set()
+            if stop:
+                if self._store is not None:
+                    self._store.close()
+                return
+
+    def _guarded(self, fn, *args, errors: bool = False):
+        """Run one disk step: a full disk stops archiving; a damaged file is set aside and a new one started."""
+        if self._store is None:
+            return None
+        try:
+            return fn(*args)
+        except sqlite3.DatabaseError as exc:
+            if is_disk_full(exc):
+                self.stopped_reason = f"archive stopped: the disk is full ({self.path.parent}); captions continue"
+                self._warn(self.stopped_reason)
+                self._drain()
+            elif is_corrupt(exc):
+                self._replace_damaged(exc)
+            else:
+                log.exception("archive write failed")
+                self._warn(f"archive: write failed: {exc}")
+            return exc if errors else None
+
+    def _drain(self) -> None:
+        """Empty the queue (archiving stopped), answering waiting commands so no caller hangs."""
+        while True:
+            try:
+                item = self._q.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(item, _Command):
+                item.result = RuntimeError(self.stopped_reason)
+                item.done.set()
+            elif item is _STOP:
+                self._q.put(_STOP)
+                return
+
+    def _replace_damaged(self, exc: Exception) -> None:
+        try:
+            self._store.close()
+        except sqlite3.Error:
+            pass
+        aside = set_aside(self.path)
+        log.error("archive %s is damaged (%s): set aside as %s; a new archive is started", self.path, exc, aside.name)
+        self.on_warning(f"archive was damaged: set aside as {aside.name}, a new one started")
+        self._store = open_store(self.path)
+        self._meeting = None
+
+    def _write(self, batch: list) -> None:
+        if not batch:
+            return
+        rows = []
+        for event in batch:
+            start, end = self._wall_times(event)
+            if self._meeting is None or start - self._last_activity > self.gap_s:
+                if self._meeting is not None:
+                    self._store.add_finals(self._meeting, rows)
+                    rows = []
+                    self._store.end_meeting(self._meeting)
+                    log.info("archive: meeting %d ended after %.0f min of silence", self._meeting, self.gap_s / 60)
+                self._meeting = self._store.start_meeting(start, "auto")
+                log.info("archive: meeting %d started", self._meeting)
+            self._last_activity = max(self._last_activity, end)
+            rows.append((event.id, event.lang, event.source_lang, event.text, start, end, event.rev,
+                         speaker_json(event), event.emitted))
+        self._store.add_finals(self._meeting, rows)
+        self.written += len(batch)
+        self._last_arrival = self.clock()
+
+    def _wall_times(self, event) -> tuple[float, float]:
+        """Unix times of the event's audio span, anchored on the first final of its pipeline stream.
+
+        Utterance ids are "<stream>-<n>" (a new stream each time the pipeline restarts, with audio time from 0).
+        """
+        stream = str(event.id).rsplit("-", 1)[0]
+        anchor = self._anchors.get(stream)
+        if anchor is None:
+            anchor = self._anchors[stream] = (event.emitted or self.clock()) - event.end
+            while len(self._anchors) > MAX_STREAMS:
+                self._anchors.pop(next(iter(self._anchors)))
+        return anchor + event.start, anchor + event.end
+
+    def _do(self, name: str):
+        if name == "flush":
+            return None
+        ended = self._meeting
+        if ended is not None:
+            self._store.end_meeting(ended, self.clock() if name == "start" else None)
+            self._meeting = None
+        if name == "start":
+            now = self.clock()
+            self._meeting = self._store.start_meeting(now, "panel")
+            self._last_activity = now
+            log.info("archive: meeting %d started from the panel", self._meeting)
+            return self._meeting
+        log.info("archive: meeting %s stopped from the panel", ended)
+        return ended
+
+    def _maybe_purge(self) -> None:
+        now = self.clock()
+        if self._meeting is not None and now - max(self._last_activity, self._last_arrival) > self.gap_s:
+            self._store.end_meeting(self._meeting)  # a silent room: the meeting is over even before the next final
+            log.info("archive: meeting %d ended after %.0f min of silence", self._meeting, self.gap_s / 60)
+            self._meeting = None
+        if now < self._next_purge:
+            return
+        self._next_purge = now + PURGE_INTERVAL_S
+        n = self._store.purge(now - self.retention_s)
+        if n:
+            log.info("archive: %d meetings older than %.0f days deleted", n, self.retention_s / 86400)
