@@ -258,3 +258,44 @@ def test_display_from_the_display_server_reads_the_closed_broker_with_its_room_u
         server.shutdown()
         pub.stop(timeout=1)
         broker.stop()
+
+
+def test_audience_page_on_the_display_server_reads_the_closed_broker(browser, tmp_path):
+    """The phones' page, mounted on the display server, connects with the room's read-only user it gets from
+    ../display/connection.json (the broker refuses anonymous clients)."""
+    from appliance.bus.broker import BrokerUsers, EmbeddedBroker
+    from appliance.bus.credentials import CredentialStore, write_broker_files
+    from appliance.display import audience
+    from appliance.display.server import DEFAULT_PAGES, ReadOnlyPage, create_app
+    from appliance.webserver import WebServer
+    from test_broker_security import lan_address
+
+    store = CredentialStore(tmp_path / "creds.json")
+    passwd, acl = write_broker_files(store, tmp_path / "broker", prefix="appliance", rooms=["r1"])
+    broker = EmbeddedBroker(port=free_port(), ws_port=free_port(), ws_host="0.0.0.0", state_dir=tmp_path / "broker",
+                            users=BrokerUsers(passwd, acl))
+    broker.start()
+    app_user, cred = store.appliance(), store.display("r1")
+    pub = Publisher(BrokerConfig(port=broker.port, username=app_user.username, password=app_user.password),
+                    room="r1", state_dir=tmp_path, max_backoff_s=1.0)
+    info = {"room": "r1", "name": "Hall", "prefix": "appliance", "languages": ["pt"], "ws_port": broker.ws_port,
+            "username": cred.username, "password": cred.password}
+    pages = DEFAULT_PAGES + (ReadOnlyPage("/audience", lambda: audience.blueprint(lambda: None)),)
+    lan = lan_address()
+    server = WebServer(create_app(lambda: info, pages), lan, 0, name="display").start()
+    page = browser.new_page(viewport={"width": 390, "height": 844})
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    try:
+        pub.start()
+        page.goto(f"http://{lan}:{server.port}/audience/?room=r1&lang=pt")
+        page.wait_for_function("() => document.getElementById('banner').hidden", timeout=20000)  # connected
+        pub.publish(final(1, text="Para os telefones."))
+        page.wait_for_function("() => window.audience.finals === 1", timeout=20000)
+        assert page.eval_on_selector_all("#log p", "els => els.map(e => e.textContent)")[-1] == "Para os telefones."
+        assert not errors
+    finally:
+        page.close()
+        server.shutdown()
+        pub.stop(timeout=1)
+        broker.stop()
