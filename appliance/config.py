@@ -119,6 +119,16 @@ class AcceleratorConfig(_Section):
     threads: int = Field(0, ge=0, le=256, description="Threads per model; 0 lets onnxruntime decide.")
 
 
+class SpeakersConfig(_Section):
+    enabled: bool = Field(True, title="Speaker turns",
+                          description="Tell speakers apart with the on-device speaker model and mark each change of speaker "
+                                      "on the displays. Voice prints stay on this appliance (see the README's privacy note).")
+    threshold: float = Field(0.75, ge=0.3, le=0.99, title="Same-speaker similarity",
+                             description="Cosine similarity to a known speaker's voice print above which an utterance is "
+                                         "theirs; lower merges voices, higher splits one voice into several speakers.")
+    model: str = Field("speaker-ge2e", description="Speaker model name (a folder under the models directory).")
+
+
 class Config(_Section):
     room: RoomConfig = Field(default_factory=RoomConfig)
     languages: LanguageConfig = Field(default_factory=LanguageConfig)
@@ -129,6 +139,7 @@ class Config(_Section):
     broker: BrokerConfig = Field(default_factory=BrokerConfig)
     panel: PanelConfig = Field(default_factory=PanelConfig)
     accelerator: AcceleratorConfig = Field(default_factory=AcceleratorConfig)
+    speakers: SpeakersConfig = Field(default_factory=SpeakersConfig)
     models_dir: Optional[str] = Field(None, description="Folder of built models; default: the project's models/ or /var/lib/appliance/models.")
     state_dir: str = Field("/var/lib/appliance", description="Folder for the queue of unsent finals and other state.")
 
