@@ -195,6 +195,8 @@ def cmd_bench(args) -> int:
     if args.config is None:  # the benchmark's default room: auto source, both translation directions loaded
         cfg.languages.targets = ["en", "pt"]
     progress = (lambda m: print(m, file=sys.stderr, flush=True))
+    if args.part == "speakers":
+        return _bench_speakers(args, cfg, progress)
     result: dict = {}
     if args.part in ("all", "models"):
         from appliance.bench import model_bench
@@ -218,9 +220,22 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def _bench_speakers(args, cfg, progress) -> int:
+    from appliance.bench import report, speakers_bench
+
+    result = speakers_bench.run(_models_dir(args), quick=args.quick, threshold=cfg.speakers.threshold, progress=progress)
+    if args.json:
+        print(report.to_json(result))
+        return 0
+    print("\nspeaker turns, per meeting\n\n" + report.table(result["meetings"]))
+    print("\n" + report.key_values({k: v for k, v in result.items() if k != "meetings"}, "speaker turns"))
+    return 0
+
+
 def _add_bench(sub) -> None:
     p = sub.add_parser("bench", help="measure speed, memory and accuracy (tables; --json for machines)")
-    p.add_argument("part", nargs="?", choices=["all", "models", "pipeline"], default="all")
+    p.add_argument("part", nargs="?", choices=["all", "models", "pipeline", "speakers"], default="all",
+                   help="what to measure ('speakers': speaker turns on multi-speaker meetings; not part of 'all')")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--quick", action="store_true", help="a few clips only (smoke run)")
     p.add_argument("--model", default=None, help="speech model (default whisper-base)")

@@ -123,7 +123,7 @@ class SpeakersConfig(_Section):
     enabled: bool = Field(True, title="Speaker turns",
                           description="Tell speakers apart with the on-device speaker model and mark each change of speaker "
                                       "on the displays. Voice prints stay on this appliance (see the README's privacy note).")
-    threshold: float = Field(0.75, ge=0.3, le=0.99, title="Same-speaker similarity",
+    threshold: float = Field(0.7, ge=0.3, le=0.99, title="Same-speaker similarity",
                              description="Cosine similarity to a known speaker's voice print above which an utterance is "
                                          "theirs; lower merges voices, higher splits one voice into several speakers.")
     model: str = Field("speaker-ge2e", description="Speaker model name (a folder under the models directory).")

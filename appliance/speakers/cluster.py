@@ -13,6 +13,7 @@ import numpy as np
 
 from appliance.speakers.embedder import cosine
 
+SHORT_MARGIN = 0.1  # a short utterance joins the nearest speaker down to this much below the threshold
 CENTROID_MEMORY = 50  # the running mean weighs at most this many past utterances against a new one
 
 
@@ -61,16 +62,19 @@ class Clusterer:
         self.speakers.append(sp)
         return sp
 
-    def assign(self, embedding: np.ndarray, *, may_open: bool = True) -> Speaker | None:
-        """Join the nearest speaker (moving its centroid) or open a new one; `may_open=False` (audio too short
-        to trust) only joins a clearly matching speaker and otherwise returns the nearest without moving it."""
+    def assign(self, embedding: np.ndarray, *, short: bool = False) -> Speaker:
+        """Join the nearest speaker (moving its centroid) or open a new one. A `short` utterance (too little voice
+        to trust) moves no centroid, and opens a new speaker only when it is far from every known one."""
+        if short:
+            best, sim = self.nearest(embedding)
+            if best is not None and sim >= self.threshold - SHORT_MARGIN:
+                return best
+            return self.new_speaker(embedding)
         sp = self.match(embedding)
         if sp is not None:
             sp.absorb(embedding)
             return sp
-        if may_open:
-            return self.new_speaker(embedding)
-        return self.nearest(embedding)[0]
+        return self.new_speaker(embedding)
 
     def by_id(self, speaker_id: str) -> Speaker | None:
         return next((s for s in self.speakers if s.id == speaker_id), None)

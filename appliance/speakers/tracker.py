@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 SR = 16000
 PARTIAL_MIN_S = 1.0  # a partial names its speaker once this much speech is in (then again at each new window)
-MIN_OPEN_S = 1.0  # a shorter final never opens a new speaker (too little voice to trust); it joins the nearest
+MIN_OPEN_S = 1.5  # a shorter final moves no centroid and opens a speaker only far from all (too little voice)
 CHANGE_MIN_S = 1.0  # speaker_changed() needs this much speech on each side of the pause
 CHANGE_CONTEXT_S = 3.0  # ... and looks at most this far either side
 ENROL_MIN_S = 3.0  # enrolment needs this much speech
@@ -45,7 +45,7 @@ class _Open:
 @dataclass
 class SpeakerTracker:
     embedder: SpeakerEmbedder
-    threshold: float = 0.75
+    threshold: float = 0.7
     path: Path | None = None  # the store; None keeps speakers in memory only
     clusterer: Clusterer = field(init=False)
 
@@ -80,9 +80,7 @@ class SpeakerTracker:
         self._embed_new(state, audio, final=True)
         emb = mean_embedding(state.windows.values())
         with self._lock:
-            sp = self.clusterer.assign(emb, may_open=len(audio) / SR >= MIN_OPEN_S or not self.clusterer.speakers)
-            if sp is None:
-                return None
+            sp = self.clusterer.assign(emb, short=len(audio) / SR < MIN_OPEN_S)
             if language:
                 sp.language = language
             label = sp.label()
