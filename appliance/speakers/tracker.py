@@ -21,10 +21,14 @@ from appliance.speakers.embedder import SpeakerEmbedder, cosine, mean_embedding
 log = logging.getLogger(__name__)
 
 SR = 16000
-PARTIAL_MIN_S = 1.0  # a partial names its speaker once this much speech is in (then again at each new window)
+PARTIAL_MIN_S = 0.6  # a partial names its speaker once this much speech is in (then again at each new window)
+PADDED_LOOK_STEP_S = 0.4  # before the first whole window, look again after this much more speech
+REUSE_COVERAGE = 0.7  # a final shorter than one window reuses the partial's look if that saw this share of it
 MIN_OPEN_S = 1.5  # a shorter final moves no centroid and opens a speaker only far from all (too little voice)
 CHANGE_MIN_S = 1.0  # speaker_changed() needs this much speech on each side of the pause
 CHANGE_CONTEXT_S = 3.0  # ... and looks at most this far either side
+SAVE_DELAY_S = 2.0  # a final's change reaches the disk this much later (renames and enrolments at once)
+MAX_OPEN = 32  # utterances tracked at once (older ones, which never got a final, are forgotten)
 ENROL_MIN_S = 3.0  # enrolment needs this much speech
 ENROL_MIN_RMS_DBFS = -50.0  # quieter than this is silence
 
@@ -39,7 +43,7 @@ class _Open:
 
     windows: dict[int, np.ndarray] = field(default_factory=dict)
     label: dict | None = None
-    provisional: bool = False  # the label came from a padded window shorter than the encoder's
+    padded: tuple[int, np.ndarray] | None = None  # a look at audio shorter than one window: (samples, embedding)
 
 
 @dataclass
@@ -53,19 +57,28 @@ class SpeakerTracker:
         self.clusterer = store.load(self.path, self.threshold) if self.path else Clusterer(self.threshold)
         self._lock = threading.Lock()
         self._open: dict[str, _Open] = {}
+        self._timer: threading.Timer | None = None
 
     # ---- pipeline ---------------------------------------------------------------------------------------
     def partial(self, utt_id: str, audio: np.ndarray) -> dict | None:
         """The likely speaker of a growing utterance (changes no centroid); None until PARTIAL_MIN_S of speech.
 
-        Each whole 1.6 s window is embedded once, as it completes, so the final has at most one window left."""
-        state = self._open.setdefault(utt_id, _Open())
+        Each whole 1.6 s window is embedded once, as it completes; before the first one, the audio so far is
+        looked at (padded) every PADDED_LOOK_STEP_S. The final then usually needs no inference of its own."""
+        state = self._open.get(utt_id)
+        if state is None:
+            while len(self._open) >= MAX_OPEN:
+                self._open.pop(next(iter(self._open)))
+            state = self._open[utt_id] = _Open()
         new = self._embed_new(state, audio, final=False)
-        if new or (state.label is None and len(audio) >= PARTIAL_MIN_S * SR):
+        look = not state.windows and len(audio) >= PARTIAL_MIN_S * SR and (
+            state.padded is None or len(audio) - state.padded[0] >= PADDED_LOOK_STEP_S * SR)
+        if new or look:
             if state.windows:
                 emb = mean_embedding(state.windows.values())
-            else:  # shorter than one window: a padded look, not kept
+            else:  # shorter than one window: a padded look, reused by the final if the audio grew little
                 emb = self.embedder.embed(audio)
+                state.padded = (len(audio), emb)
             with self._lock:
                 sp = self.clusterer.match(emb)
                 # a voice not heard before: the id the final will give it
@@ -77,14 +90,19 @@ class SpeakerTracker:
         state = self._open.pop(utt_id, None) or _Open()
         if len(audio) < SR * 0.3:
             return None
-        self._embed_new(state, audio, final=True)
-        emb = mean_embedding(state.windows.values())
+        if state.windows:  # the partials' whole windows hold the voice: the final waits for no inference
+            emb = mean_embedding(state.windows.values())
+        elif state.padded is not None and state.padded[0] >= REUSE_COVERAGE * len(audio):
+            emb = state.padded[1]
+        else:
+            self._embed_new(state, audio, final=True)
+            emb = mean_embedding(state.windows.values())
         with self._lock:
             sp = self.clusterer.assign(emb, short=len(audio) / SR < MIN_OPEN_S)
             if language:
                 sp.language = language
             label = sp.label()
-            self._save()
+        self._save_soon()
         return label
 
     def discard(self, utt_id: str) -> None:
@@ -153,7 +171,29 @@ class SpeakerTracker:
             self._open.clear()
             self._save()
 
+    def close(self) -> None:
+        """Write any pending change now (the daemon calls this on stop)."""
+        timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
+            with self._lock:
+                self._save()
+
+    def _save_soon(self) -> None:
+        """Finals save the store from a timer thread, so that no final waits for the disk."""
+        if self.path is None or self._timer is not None:
+            return
+        self._timer = threading.Timer(SAVE_DELAY_S, self._save_later)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _save_later(self) -> None:
+        with self._lock:
+            self._timer = None
+            self._save()
+
     def _save(self) -> None:
+        """Write the store (the caller holds the lock)."""
         if self.path is None:
             return
         try:
