@@ -17,14 +17,14 @@ CHUNK = 512  # 32 ms at 16 kHz, the VAD window
 
 
 def make_pipeline(cfg: Config, engines: Engines, sink: Callable[[CaptionEvent], None], *, realtime: bool = True,
-                  partials: bool = True) -> Pipeline:
+                  partials: bool = True, speakers=None) -> Pipeline:
     from appliance.vad import make_segmenter
 
     return Pipeline(asr=engines.asr, segmenter=make_segmenter(engines.vad_dir, cfg.vad), translators=engines.translators,
                     sink=sink, source_lang=cfg.languages.source, targets=cfg.languages.targets,
                     beam_size=cfg.asr.beam_size, mt_beam_size=cfg.translation.beam_size,
                     partial_interval_s=cfg.asr.partial_interval_s, max_segment_s=cfg.asr.max_segment_s,
-                    partials=partials, skip_when_behind=realtime)
+                    partials=partials, skip_when_behind=realtime, speakers=speakers)
 
 
 def run_audio(pipeline: Pipeline, audio: np.ndarray, *, realtime: bool, tail_silence_s: float = 1.0) -> None:
