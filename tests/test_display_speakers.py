@@ -1,0 +1,68 @@
+"""Displays mark a change of speaker: the shared caption state (roll-up lines), the terminal display as a real
+subprocess against a real broker, and the web display in real chromium."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+
+from appliance.bus.client import CaptionState
+from appliance.bus.publisher import Publisher
+from appliance.config import BrokerConfig
+from test_bus_support import ROOT, final, start_broker, wait_until
+
+CHAIR = {"id": "S1", "name": "Chair"}
+S2 = {"id": "S2", "name": None}
+
+
+def spoken(i: int, speaker, text: str | None = None, **kw) -> dict:
+    msg = final(i, text=text, **kw)
+    msg["speaker"] = speaker
+    return msg
+
+
+def _accept(state: CaptionState, msg: dict, seq: int) -> None:
+    from appliance.bus.schema import caption_message, encode, parse_caption
+
+    m = caption_message(msg, seq)
+    assert state.accept(parse_caption(encode(m)))
+
+
+def test_caption_state_labels_each_change_of_speaker():
+    state = CaptionState(rows=4, width=42)
+    _accept(state, spoken(1, CHAIR, "Bom dia."), 1)
+    _accept(state, spoken(2, CHAIR, "Vamos começar."), 2)
+    _accept(state, spoken(3, S2, "Obrigado."), 3)
+    _accept(state, spoken(4, None, "Sem orador."), 4)  # unknown speaker: no mark
+    _accept(state, spoken(5, S2, "Continuo."), 5)  # same speaker as the last known one: no mark
+    assert [r for r, _ in state.rows()] == ["Vamos começar.", "S2: Obrigado.", "Sem orador.", "Continuo."]
+    assert [m["turn"] for m in state.finals] == ["Chair", None, "S2", None, None]
+    partial = spoken(6, CHAIR, "Eu")
+    partial.update(final=False, rev=1)
+    _accept(state, partial, 6)
+    assert state.rows()[-1] == ("Chair: Eu", True)
+
+
+def test_terminal_display_prints_the_speaker_at_each_change(tmp_path, appliance_cmd):
+    broker = start_broker(tmp_path / "broker")
+    proc = subprocess.Popen([*appliance_cmd, "display", "--room", "r1", "--lang", "pt", "--broker",
+                             f"mqtt://127.0.0.1:{broker.port}", "--plain"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    pub = Publisher(BrokerConfig(port=broker.port), room="r1", state_dir=tmp_path, max_backoff_s=1.0)
+    try:
+        time.sleep(1.5)  # the display subscribes
+        pub.start()
+        for msg in (spoken(1, CHAIR, "Bom dia."), spoken(2, CHAIR, "Começamos."), spoken(3, S2, "Obrigado."),
+                    spoken(4, {"id": "S3", "name": "Del\x1b[2Jegada"}, "Sim.")):
+            pub.publish(msg)
+        wait_until(lambda: pub.pending == 0, what="finals sent")
+        time.sleep(0.5)
+    finally:
+        pub.stop(timeout=2)
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=10)
+        broker.stop()
+    assert proc.returncode == 0, err
+    assert out.splitlines() == ["Chair: Bom dia.", "Começamos.", "S2: Obrigado.", "Del [2Jegada: Sim."]
