@@ -66,3 +66,53 @@ def test_terminal_display_prints_the_speaker_at_each_change(tmp_path, appliance_
         broker.stop()
     assert proc.returncode == 0, err
     assert out.splitlines() == ["Chair: Bom dia.", "Começamos.", "S2: Obrigado.", "Del [2Jegada: Sim."]
+
+
+def test_web_display_marks_speakers_with_a_name_and_a_colour(tmp_path, artifacts):
+    import threading
+
+    from playwright.sync_api import sync_playwright
+    from werkzeug.serving import make_server
+
+    from appliance.display import web
+    from test_bus_support import free_port, partial
+    from test_display_web import ARGS, CHROMIUM, rows
+
+    broker = start_broker(tmp_path / "broker")
+    pub = Publisher(BrokerConfig(port=broker.port), room="r1", state_dir=tmp_path, max_backoff_s=1.0)
+    server = make_server("127.0.0.1", free_port(), web.make_app(), threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            page = browser.new_page(viewport={"width": 1280, "height": 720})
+            errors = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(f"http://127.0.0.1:{server.server_port}/display/?room=r1&lang=pt&rows=3"
+                      f"&broker=ws://127.0.0.1:{broker.ws_port}")
+            pub.start()
+            page.wait_for_function("() => document.getElementById('banner').hidden")
+            pub.publish(spoken(1, CHAIR, "Bom dia."))
+            pub.publish(spoken(2, CHAIR, "Vamos começar."))
+            pub.publish(spoken(3, {"id": "S2", "name": "<b>Quénia</b>"}, "Obrigado."))
+            page.wait_for_function("() => window.captionDisplay.finals === 3")
+            assert [r[0] for r in rows(page)] == ["Chair: Bom dia.", "Vamos começar.", "<b>Quénia</b>: Obrigado."]
+            labels = page.eval_on_selector_all(".row .speaker", "els => els.map(e => [e.textContent, "
+                                               "getComputedStyle(e).color])")
+            assert [t for t, _ in labels] == ["Chair: ", "<b>Quénia</b>: "]
+            assert labels[0][1] != labels[1][1]  # a colour per speaker
+            assert page.query_selector("#captions b") is None  # the name is text, never HTML
+            same = page.eval_on_selector_all(".row", "els => els.map(e => getComputedStyle(e).borderLeftColor)")
+            assert same[0] == same[1] != same[2]  # the chair's two lines share a colour
+            msg = partial(4, 1, text="e agora")
+            msg["speaker"] = CHAIR
+            pub.publish(msg)
+            page.wait_for_function("() => document.querySelector('.row.partial') !== null")
+            assert rows(page)[-1] == ["Chair: e agora", True]
+            page.screenshot(path=str(artifacts / "display-web-speakers.png"))
+            assert not errors
+            browser.close()
+    finally:
+        server.shutdown()
+        pub.stop(timeout=1)
+        broker.stop()

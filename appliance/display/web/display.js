@@ -1,4 +1,4 @@
-/* Room display over MQTT-over-WebSocket (mqtt.js). Protocol: docs/protocol.md (schema v1).
+/* Room display over MQTT-over-WebSocket (mqtt.js). Protocol: docs/protocol.md (schema v1, revision 2).
    Caption text is only ever set with textContent: it is never parsed as HTML. */
 "use strict";
 (function () {
@@ -27,7 +27,9 @@
   }
 
   // ---- state: the same rules as appliance/bus/client.py CaptionState --------------------------------------
-  var state = { finalLines: [], partial: null, lastFinalSeq: -1, seen: new Map(), finals: 0, duplicates: 0, stale: 0, malformed: 0 };
+  // finalLines: [text, speaker label or null (a change of speaker starts here), colour index or null]
+  var state = { finalLines: [], partial: null, lastFinalSeq: -1, seen: new Map(), finals: 0, duplicates: 0, stale: 0, malformed: 0,
+                lastSpeaker: null };
   window.captionDisplay = state; // for tests and debugging
 
   function wrap(text) {
@@ -45,6 +47,23 @@
       return m.lines.filter(function (x) { return x.trim(); });
     }
     return wrap(m.text);
+  }
+  // ---- speakers: a change of speaker starts a line with the name (or id), in the speaker's colour -------------
+  var SPEAKER_COLOURS = 6, MAX_NAME = 60;
+  function speakerOf(m) {
+    var s = m.speaker;
+    if (!s || typeof s !== "object" || typeof s.id !== "string" || !s.id) return null;
+    var name = typeof s.name === "string" && s.name.trim() ? s.name.slice(0, MAX_NAME) : null;
+    return { id: s.id.slice(0, 64), name: name };
+  }
+  function colourOf(id) {
+    var n = parseInt(id.replace(/\D/g, ""), 10);
+    if (!Number.isFinite(n)) { n = 0; for (var i = 0; i < id.length; i++) n = (n * 31 + id.charCodeAt(i)) >>> 0; }
+    return n % SPEAKER_COLOURS;
+  }
+  function markedLines(m) {
+    var sp = speakerOf(m), label = sp && sp.id !== state.lastSpeaker ? (sp.name || sp.id) : null;
+    return linesOf(m).map(function (t, i) { return [t, i === 0 ? label : null, sp ? colourOf(sp.id) : null]; });
   }
   function remember(key) {
     state.seen.set(key, true);
@@ -71,7 +90,9 @@
       state.lastFinalSeq = m.seq;
       remember(key); remember(m.id + "\u0000final");
       state.finals++;
-      state.finalLines = state.finalLines.concat(linesOf(m)).slice(-rowsN);
+      state.finalLines = state.finalLines.concat(markedLines(m)).slice(-rowsN);
+      var sp = speakerOf(m);
+      if (sp) state.lastSpeaker = sp.id;
       if (state.partial && state.partial.id === m.id) state.partial = null;
       return true;
     }
@@ -82,13 +103,21 @@
     return true;
   }
   function render() {
-    var rows = state.finalLines.map(function (t) { return [t, false]; });
-    if (state.partial) rows = rows.concat(linesOf(state.partial).map(function (t) { return [t, true]; }));
+    var rows = state.finalLines.map(function (l) { return [l, false]; });
+    if (state.partial) rows = rows.concat(markedLines(state.partial).map(function (l) { return [l, true]; }));
     rows = rows.slice(-rowsN);
-    while (rows.length < rowsN) rows.unshift(["", false]);
+    while (rows.length < rowsN) rows.unshift([["", null, null], false]);
     rows.forEach(function (r, i) {
-      rowEls[i].textContent = r[0]; // text, never HTML
-      rowEls[i].className = r[1] ? "row partial" : "row";
+      var line = r[0], el = rowEls[i];
+      el.textContent = ""; // text, never HTML
+      if (line[1]) {
+        var label = document.createElement("span");
+        label.className = "speaker";
+        label.textContent = line[1] + ": ";
+        el.appendChild(label);
+      }
+      el.appendChild(document.createTextNode(line[0]));
+      el.className = "row" + (r[1] ? " partial" : "") + (line[2] === null ? "" : " sp" + line[2]);
     });
   }
   function banner(text, kind) {
