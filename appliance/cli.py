@@ -159,7 +159,9 @@ def cmd_transcribe(args) -> int:
             if args.format == "jsonl":
                 print(ev.to_json(), flush=True)
 
-    pipeline = caption_file(cfg, engines, path, sink, realtime=args.realtime, partials=args.format == "jsonl")
+    speakers = _file_speakers(cfg, _models_dir(args))
+    pipeline = caption_file(cfg, engines, path, sink, realtime=args.realtime, partials=args.format == "jsonl",
+                            speakers=speakers)
     if pipeline.errors:
         print("appliance: error: " + "; ".join(pipeline.errors), file=sys.stderr)
         return 1
@@ -171,6 +173,15 @@ def cmd_transcribe(args) -> int:
                 print(f"==> {lang} <==")
             print(writer(events, lang), end="" if args.format == "text" else "\n")
     return 0
+
+
+def _file_speakers(cfg, models: Path):
+    """Speaker turns for one file: a fresh tracker kept in memory (a file is not the room; its store is untouched)."""
+    from appliance.speakers.wiring import open_tracker
+
+    if not cfg.speakers.enabled:
+        return None
+    return open_tracker(cfg, models, lambda msg: print(f"appliance: warning: {msg}", file=sys.stderr), persist=False)
 
 
 def _add_transcribe(sub) -> None:

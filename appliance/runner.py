@@ -43,9 +43,9 @@ def run_audio(pipeline: Pipeline, audio: np.ndarray, *, realtime: bool, tail_sil
 
 
 def caption_file(cfg: Config, engines: Engines, path: Path, sink: Callable[[CaptionEvent], None], *,
-                 realtime: bool = False, partials: bool = True) -> Pipeline:
+                 realtime: bool = False, partials: bool = True, speakers=None) -> Pipeline:
     from appliance.audio import load_audio
 
-    pipeline = make_pipeline(cfg, engines, sink, realtime=realtime, partials=partials)
+    pipeline = make_pipeline(cfg, engines, sink, realtime=realtime, partials=partials, speakers=speakers)
     run_audio(pipeline, load_audio(path), realtime=realtime)
     return pipeline

@@ -13,9 +13,9 @@ from appliance.speakers.tracker import SpeakerTracker
 log = logging.getLogger(__name__)
 
 
-def open_tracker(cfg, models_dir: Path, warn: Callable[[str], None]) -> SpeakerTracker | None:
-    """The tracker for `cfg.room`, its store under `cfg.state_dir`; None when turned off or the model is unusable
-    (then `warn` is told why, once, and how to fix it)."""
+def open_tracker(cfg, models_dir: Path, warn: Callable[[str], None], *, persist: bool = True) -> SpeakerTracker | None:
+    """The tracker for `cfg.room`, its store under `cfg.state_dir` (`persist=False`: in memory, starting empty);
+    None when turned off or the model is unusable (then `warn` is told why, once, and how to fix it)."""
     if not cfg.speakers.enabled:
         return None
     from appliance.modelstore import manifest as mf
@@ -31,4 +31,5 @@ def open_tracker(cfg, models_dir: Path, warn: Callable[[str], None]) -> SpeakerT
         log.warning("%s", message)
         warn(message)
         return None
-    return SpeakerTracker(embedder, threshold=cfg.speakers.threshold, path=store_path(cfg.state_dir, cfg.room.id))
+    return SpeakerTracker(embedder, threshold=cfg.speakers.threshold,
+                          path=store_path(cfg.state_dir, cfg.room.id) if persist else None)
