@@ -20,6 +20,7 @@ from appliance.config import Config, ConfigError
 from appliance.engines import Engines, check_languages, load_engines, mt_pairs
 from appliance.pipeline import Pipeline
 from appliance.runner import make_pipeline
+from appliance.speakers.recorder import MicrophoneTap
 from appliance.status import Status
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ class Supervisor:
         self.engines: Engines | None = None
         self.pipeline: Pipeline | None = None
         self.speakers = None  # the room's SpeakerTracker (None: speaker turns off); kept across pipeline restarts
+        self.mic_tap = MicrophoneTap()  # enrolment records from the capture already running (no second stream)
         self.publisher = None
         self.broker = None
         self.capture = None
@@ -216,6 +218,7 @@ class Supervisor:
                 pipeline = self.pipeline
                 if pipeline is not None:
                     pipeline.feed(chunk.samples)
+                self.mic_tap.feed(chunk.samples)
                 self.status.set_input_level(chunk.samples)
                 if self._stop.is_set():
                     break

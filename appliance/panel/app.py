@@ -55,7 +55,8 @@ def create_app(config_path: str | os.PathLike, status: Status, *, models_dir: st
                on_config_saved: Callable[[Config], Any] | None = None, admin_file: str | os.PathLike,
                device_lister: Callable[[], list] | None = None,
                health: Callable[[], tuple[bool, list[str]]] | None = None, metrics_public: bool = False,
-               allowed_hosts: Iterable[str] = ()) -> Flask:
+               allowed_hosts: Iterable[str] = (), speakers: Callable[[], Any] | None = None,
+               record: Callable[[float], Any] | None = None) -> Flask:
     """The config panel.
 
     config_path      the config file the panel edits (written with config.save_atomic)
@@ -67,14 +68,17 @@ def create_app(config_path: str | os.PathLike, status: Status, *, models_dir: st
     health           () -> (healthy, problems) for /healthz; default status.health
     metrics_public   serve /metrics to every address, not only loopback
     allowed_hosts    DNS names (besides IP literals, single-label and .local/.lan names) the panel answers to
+    speakers         () -> the room's SpeakerTracker or None (speaker turns off): the Speakers page
+    record           seconds -> audio from the room microphone (the daemon's capture tap), for enrolment
     """
-    from appliance.panel import api, views
+    from appliance.panel import api, speakers_page, views
 
     app = Flask(__name__, static_folder="static", template_folder="templates")
     admin = AdminStore(admin_file)
     ctx = PanelContext(config_path=Path(config_path), status=status, models_dir=Path(models_dir), admin=admin,
                        applier=Applier(on_config_saved), device_lister=device_lister,
                        health=health or status.health, metrics_public=metrics_public)
+    ctx.speakers, ctx.record = speakers, record
     app.extensions["appliance_panel"] = ctx
     # the session key is made once and kept in admin_file at first run, so sessions survive restarts
     app.config.update(SECRET_KEY=admin.secret_key, SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Strict",
@@ -83,6 +87,7 @@ def create_app(config_path: str | os.PathLike, status: Status, *, models_dir: st
                       JSON_SORT_KEYS=False, TEMPLATES_AUTO_RELOAD=False)
     app.register_blueprint(views.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(speakers_page.bp)
     _mount_display(app)
 
     extra_hosts = frozenset(h.strip().lower().rstrip(".") for h in allowed_hosts)

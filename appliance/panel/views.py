@@ -15,7 +15,7 @@ from appliance.panel.saving import load_current, save
 bp = Blueprint("views", __name__)
 
 PAGES = [("views.room", "Room & languages"), ("views.microphone", "Microphone"), ("views.broker", "Broker"),
-         ("views.models", "Models & accelerator"), ("views.live", "Live")]
+         ("views.models", "Models & accelerator"), ("speakers.page", "Speakers"), ("views.live", "Live")]
 
 
 def _section(name: str, skip: tuple[str, ...] = ()) -> list[str]:
