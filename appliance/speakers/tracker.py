@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 SR = 16000
 PARTIAL_MIN_S = 0.6  # a partial names its speaker once this much speech is in (then again at each new window)
-PADDED_LOOK_STEP_S = 0.4  # before the first whole window, look again after this much more speech
+SECOND_LOOK_S = 1.1  # before the first whole window, look again once this much speech is in
 REUSE_COVERAGE = 0.7  # a final shorter than one window reuses the partial's look if that saw this share of it
 MIN_OPEN_S = 1.5  # a shorter final moves no centroid and opens a speaker only far from all (too little voice)
 CHANGE_MIN_S = 1.0  # speaker_changed() needs this much speech on each side of the pause
@@ -64,7 +64,7 @@ class SpeakerTracker:
         """The likely speaker of a growing utterance (changes no centroid); None until PARTIAL_MIN_S of speech.
 
         Each whole 1.6 s window is embedded once, as it completes; before the first one, the audio so far is
-        looked at (padded) every PADDED_LOOK_STEP_S. The final then usually needs no inference of its own."""
+        looked at (padded) at PARTIAL_MIN_S and again at SECOND_LOOK_S. The final then usually needs no inference."""
         state = self._open.get(utt_id)
         if state is None:
             while len(self._open) >= MAX_OPEN:
@@ -72,7 +72,7 @@ class SpeakerTracker:
             state = self._open[utt_id] = _Open()
         new = self._embed_new(state, audio, final=False)
         look = not state.windows and len(audio) >= PARTIAL_MIN_S * SR and (
-            state.padded is None or len(audio) - state.padded[0] >= PADDED_LOOK_STEP_S * SR)
+            state.padded is None or (state.padded[0] < SECOND_LOOK_S * SR <= len(audio)))
         if new or look:
             if state.windows:
                 emb = mean_embedding(state.windows.values())
@@ -167,8 +167,7 @@ class SpeakerTracker:
 
     def forget_all(self) -> None:
         with self._lock:
-            self.clusterer = Clusterer(self.threshold)
-            self._open.clear()
+            self.clusterer = Clusterer(self.threshold)  # utterances in progress keep their label until their final
             self._save()
 
     def close(self) -> None:
