@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from appliance.speakers import features, store
-from appliance.speakers.cluster import Clusterer, Speaker
+from appliance.speakers.cluster import Clusterer
 from appliance.speakers.embedder import SpeakerEmbedder, cosine, mean_embedding
 
 log = logging.getLogger(__name__)
