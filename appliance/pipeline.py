@@ -154,6 +154,7 @@ class Pipeline:
         self._last_translated: dict[tuple[str, str], str] = {}
         self._routes: dict[str, dict[str, Route | None]] = {}
         self.errors: list[str] = []
+        self.warnings: list[str] = []  # problems that cost a feature (speaker labels), not captions
         self._audio_t = 0.0  # audio seconds taken from the queue so far
         self._last_partial_s = 0.0  # how long the last partial decode took
 
@@ -441,9 +442,9 @@ class Pipeline:
             if final_lang is None:
                 return self.speakers.partial(utt.id, audio)
             return self.speakers.final(utt.id, audio, final_lang)
-        except Exception as exc:
+        except Exception as exc:  # a warning, not a pipeline error: the captions are fine
             log.exception("speaker turns failed on utterance %s; captions go on without speakers", utt.id)
-            self.errors.append(f"speakers: {exc}")
+            self.warnings.append(f"speakers: {exc}")
             self.speakers = None
             return None
 

@@ -128,3 +128,14 @@ def test_speaker_changed_at_a_pause(embedder, voices):
     assert tracker.speaker_changed(en[0], fr[0])
     assert not tracker.speaker_changed(en[0], en[1])
     assert not tracker.speaker_changed(en[0][: SR // 2], fr[0])  # too little speech to tell
+
+
+def test_a_failing_model_turns_speaker_turns_off_with_one_warning(embedder, voices):
+    warnings = []
+    tracker = SpeakerTracker(embedder, warn=warnings.append)
+    en = _long(voices["en"])
+    assert tracker.final("a", en[0], "en") == {"id": "S1", "name": None}
+    tracker.embedder = SpeakerEmbedder.__new__(SpeakerEmbedder)  # a session-less embedder: every call fails
+    assert tracker.partial("b", en[1][: SR]) is None
+    assert tracker.final("b", en[1], "en") is None
+    assert len(warnings) == 1 and "speaker turns are off" in warnings[0]

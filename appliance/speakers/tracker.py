@@ -11,6 +11,7 @@ import logging
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -51,6 +52,7 @@ class SpeakerTracker:
     embedder: SpeakerEmbedder
     threshold: float = 0.7
     path: Path | None = None  # the store; None keeps speakers in memory only
+    warn: Callable[[str], None] | None = None  # told once when the speaker model fails (the daemon's status)
     clusterer: Clusterer = field(init=False)
 
     def __post_init__(self):
@@ -58,8 +60,29 @@ class SpeakerTracker:
         self._lock = threading.Lock()
         self._open: dict[str, _Open] = {}
         self._timer: threading.Timer | None = None
+        self.failed = False
 
     # ---- pipeline ---------------------------------------------------------------------------------------
+    def _guarded(method):
+        """A failing speaker model turns speaker turns off (told once through `warn`); captions never wait on it."""
+
+        def run(self, *args, **kwargs):
+            if self.failed:
+                return None
+            try:
+                return method(self, *args, **kwargs)
+            except Exception as exc:
+                self.failed = True
+                message = f"speaker turns are off: the speaker model failed ({exc}); captions go on without speakers"
+                log.exception("%s", message)
+                if self.warn:
+                    self.warn(message)
+                return None
+
+        run.__doc__ = method.__doc__
+        return run
+
+    @_guarded
     def partial(self, utt_id: str, audio: np.ndarray) -> dict | None:
         """The likely speaker of a growing utterance (changes no centroid); None until PARTIAL_MIN_S of speech.
 
@@ -85,6 +108,7 @@ class SpeakerTracker:
                 state.label = sp.label() if sp else {"id": f"S{self.clusterer.next_number}", "name": None}
         return state.label
 
+    @_guarded
     def final(self, utt_id: str, audio: np.ndarray, language: str | None = None) -> dict | None:
         """The speaker of a finished utterance: joins a known speaker (moving its centroid) or opens a new one."""
         state = self._open.pop(utt_id, None) or _Open()

@@ -32,4 +32,4 @@ def open_tracker(cfg, models_dir: Path, warn: Callable[[str], None], *, persist:
         warn(message)
         return None
     return SpeakerTracker(embedder, threshold=cfg.speakers.threshold,
-                          path=store_path(cfg.state_dir, cfg.room.id) if persist else None)
+                          path=store_path(cfg.state_dir, cfg.room.id) if persist else None, warn=warn)
