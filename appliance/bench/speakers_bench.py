@@ -133,15 +133,38 @@ def _load_room_models(models: Path) -> None:
     return engines
 
 
+class _CountingEmbedder:
+    """The real embedder, counting the windows it runs and the time they take."""
+
+    def __init__(self, *args, **kwargs):
+        from appliance.speakers import SpeakerEmbedder
+
+        self._inner = SpeakerEmbedder(*args, **kwargs)
+        self.windows, self.seconds = 0, 0.0
+
+    def embed_windows(self, audio, starts):
+        t0 = time.perf_counter()
+        out = self._inner.embed_windows(audio, starts)
+        self.windows += len(starts)
+        self.seconds += time.perf_counter() - t0
+        return out
+
+    def embed(self, audio):
+        from appliance.speakers.embedder import mean_embedding
+        from appliance.speakers.features import window_starts
+
+        return mean_embedding(self.embed_windows(audio, window_starts(len(audio))))
+
+
 def run(models: Path, *, quick: bool = False, threshold: float | None = None, progress=print) -> dict:
     from appliance.config import SpeakersConfig
-    from appliance.speakers import MODEL_NAME, SpeakerEmbedder, SpeakerTracker
+    from appliance.speakers import MODEL_NAME, SpeakerTracker
 
     threshold = SpeakersConfig().threshold if threshold is None else threshold
     rng = np.random.default_rng(11)
     bank = _voice_bank(rng, progress)
     engines = None if quick else _load_room_models(models)
-    embedder = SpeakerEmbedder(models / MODEL_NAME, threads=1)
+    embedder = _CountingEmbedder(models / MODEL_NAME, threads=1)
     meetings = [make_meeting(bank, rng, voices=v, turns=t) for v, t in ([(5, 16)] if quick else [(4, 16), (5, 20), (6, 24)])]
     rows, all_utt, all_final = [], [], []
     for i, meeting in enumerate(meetings, 1):
@@ -171,6 +194,9 @@ def run(models: Path, *, quick: bool = False, threshold: float | None = None, pr
         "ms_per_utterance": statistics.mean(all_utt),
         "extra_final_latency_p50_ms": pct(all_final, 50),
         "extra_final_latency_p95_ms": pct(all_final, 95),
+        # the load-independent cost: encoder windows run per utterance (partials and final), and the time of one
+        "windows_per_utterance": embedder.windows / len(all_utt),
+        "ms_per_window": embedder.seconds * 1000 / max(1, embedder.windows),
         "threshold": threshold,
         "peak_rss_mb": peak_rss_mb(),
         "rss_includes": "speaker model only (--quick)" if quick else "whisper-base, en<->pt translation, VAD, speaker model",
