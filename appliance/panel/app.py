@@ -58,7 +58,8 @@ def create_app(config_path: str | os.PathLike, status: Status, *, models_dir: st
                device_lister: Callable[[], list] | None = None,
                health: Callable[[], tuple[bool, list[str]]] | None = None, metrics_public: bool = False,
                allowed_hosts: Iterable[str] = (), archive: Callable[[], Any] | None = None,
-               state_dir: str | os.PathLike | None = None) -> Flask:
+               state_dir: str | os.PathLike | None = None, speakers: Callable[[], Any] | None = None,
+               record: Callable[[float], Any] | None = None) -> Flask:
     """The config panel.
 
     config_path      the config file the panel edits (written with config.save_atomic)
@@ -72,8 +73,10 @@ def create_app(config_path: str | os.PathLike, status: Status, *, models_dir: st
     allowed_hosts    DNS names (besides IP literals, single-label and .local/.lan names) the panel answers to
     archive          () -> the daemon's running Archive (or None when recording is off): the archive page
     state_dir        the daemon's state folder (glossary file); default: state_dir of the config file
+    speakers         () -> the room's SpeakerTracker or None (speaker turns off): the Speakers page
+    record           seconds -> audio from the room microphone (the daemon's capture tap), for enrolment
     """
-    from appliance.panel import api, views
+    from appliance.panel import api, speakers_page, views
 
     app = Flask(__name__, static_folder="static", template_folder="templates")
     admin = AdminStore(admin_file)
@@ -82,6 +85,7 @@ def create_app(config_path: str | os.PathLike, status: Status, *, models_dir: st
                        health=health or status.health, metrics_public=metrics_public)
     ctx.archive = archive
     ctx.state_dir = Path(state_dir) if state_dir is not None else None
+    ctx.speakers, ctx.record = speakers, record
     app.extensions["appliance_panel"] = ctx
     # the session key is made once and kept in admin_file at first run, so sessions survive restarts
     app.config.update(SECRET_KEY=admin.secret_key, SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Strict",
@@ -94,6 +98,7 @@ def create_app(config_path: str | os.PathLike, status: Status, *, models_dir: st
 
     app.register_blueprint(archive_views.bp)
     app.register_blueprint(glossary_views.bp)
+    app.register_blueprint(speakers_page.bp)
     _mount_display(app)
 
     extra_hosts = frozenset(h.strip().lower().rstrip(".") for h in allowed_hosts)
