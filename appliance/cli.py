@@ -194,7 +194,9 @@ def cmd_transcribe(args) -> int:
             if args.format == "jsonl":
                 print(ev.to_json(), flush=True)
 
-    pipeline = caption_file(cfg, engines, path, sink, realtime=args.realtime, partials=args.format == "jsonl")
+    speakers = _file_speakers(cfg, _models_dir(args))
+    pipeline = caption_file(cfg, engines, path, sink, realtime=args.realtime, partials=args.format == "jsonl",
+                            speakers=speakers)
     if pipeline.errors:
         print("appliance: error: " + "; ".join(pipeline.errors), file=sys.stderr)
         return 1
@@ -206,6 +208,15 @@ def cmd_transcribe(args) -> int:
                 print(f"==> {lang} <==")
             print(writer(events, lang), end="" if args.format == "text" else "\n")
     return 0
+
+
+def _file_speakers(cfg, models: Path):
+    """Speaker turns for one file: a fresh tracker kept in memory (a file is not the room; its store is untouched)."""
+    from appliance.speakers.wiring import open_tracker
+
+    if not cfg.speakers.enabled:
+        return None
+    return open_tracker(cfg, models, lambda msg: print(f"appliance: warning: {msg}", file=sys.stderr), persist=False)
 
 
 def _add_transcribe(sub) -> None:
@@ -233,6 +244,8 @@ def cmd_bench(args) -> int:
     if args.config is None:  # the benchmark's default room: auto source, both translation directions loaded
         cfg.languages.targets = ["en", "pt"]
     progress = (lambda m: print(m, file=sys.stderr, flush=True))
+    if args.part == "speakers":
+        return _bench_speakers(args, cfg, progress)
     result: dict = {}
     if args.part in ("all", "models"):
         from appliance.bench import model_bench
@@ -253,6 +266,18 @@ def cmd_bench(args) -> int:
             print(f"\n{title}\n\n{report.table(rows)}")
     if "pipeline" in result:
         print("\n" + report.key_values(result["pipeline"], "pipeline (simulated real time)"))
+    return 0
+
+
+def _bench_speakers(args, cfg, progress) -> int:
+    from appliance.bench import report, speakers_bench
+
+    result = speakers_bench.run(_models_dir(args), quick=args.quick, threshold=cfg.speakers.threshold, progress=progress)
+    if args.json:
+        print(report.to_json(result))
+        return 0
+    print("\nspeaker turns, per meeting\n\n" + report.table(result["meetings"]))
+    print("\n" + report.key_values({k: v for k, v in result.items() if k != "meetings"}, "speaker turns"))
     return 0
 
 
@@ -285,7 +310,9 @@ OWN_BENCHES = {"archive": _bench_archive, "glossary": _bench_glossary}  # parts 
 
 def _add_bench(sub) -> None:
     p = sub.add_parser("bench", help="measure speed, memory and accuracy (tables; --json for machines)")
-    p.add_argument("part", nargs="?", choices=["all", "models", "pipeline", *OWN_BENCHES], default="all")
+    p.add_argument("part", nargs="?", choices=["all", "models", "pipeline", "speakers", *OWN_BENCHES], default="all",
+                   help="what to measure ('speakers': speaker turns on multi-speaker meetings; "
+                        "'speakers', 'archive' and 'glossary' are not part of 'all')")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--quick", action="store_true", help="a few clips only (smoke run)")
     p.add_argument("--model", default=None, help="speech model (default whisper-base)")

@@ -144,6 +144,16 @@ class ArchiveConfig(_Section):
                                   description="Days a finished meeting is kept before it is deleted.")
 
 
+class SpeakersConfig(_Section):
+    enabled: bool = Field(True, title="Speaker turns",
+                          description="Tell speakers apart with the on-device speaker model and mark each change of speaker "
+                                      "on the displays. Voice prints stay on this appliance (see the README's privacy note).")
+    threshold: float = Field(0.7, ge=0.3, le=0.99, title="Same-speaker similarity",
+                             description="Cosine similarity to a known speaker's voice print above which an utterance is "
+                                         "theirs; lower merges voices, higher splits one voice into several speakers.")
+    model: str = Field("speaker-ge2e", description="Speaker model name (a folder under the models directory).")
+
+
 class Config(_Section):
     room: RoomConfig = Field(default_factory=RoomConfig)
     languages: LanguageConfig = Field(default_factory=LanguageConfig)
@@ -156,6 +166,7 @@ class Config(_Section):
     display: DisplayServerConfig = Field(default_factory=DisplayServerConfig)
     accelerator: AcceleratorConfig = Field(default_factory=AcceleratorConfig)
     archive: ArchiveConfig = Field(default_factory=ArchiveConfig)
+    speakers: SpeakersConfig = Field(default_factory=SpeakersConfig)
     models_dir: Optional[str] = Field(None, description="Folder of built models; default: the project's models/ or /var/lib/appliance/models.")
     state_dir: str = Field("/var/lib/appliance", description="Folder for the queue of unsent finals and other state.")
 

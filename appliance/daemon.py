@@ -20,6 +20,7 @@ from appliance.config import Config, ConfigError
 from appliance.engines import Engines, check_languages, load_engines, mt_pairs
 from appliance.pipeline import Pipeline
 from appliance.runner import make_pipeline
+from appliance.speakers.recorder import MicrophoneTap
 from appliance.status import Status
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,8 @@ class Supervisor:
         self._attached: list = []  # what on_started returned: stopped first at shutdown
         self.engines: Engines | None = None
         self.pipeline: Pipeline | None = None
+        self.speakers = None  # the room's SpeakerTracker (None: speaker turns off); kept across pipeline restarts
+        self.mic_tap = MicrophoneTap()  # enrolment records from the capture already running (no second stream)
         self.publisher = None
         self.broker = None
         self.capture = None
@@ -191,7 +194,8 @@ class Supervisor:
         glossary.install(glossary.store_for(cfg.state_dir))  # prompt_terms() reads the glossary the panel edits
         self.engines = load_engines(cfg, self.opts.models_dir)
         self.status.set_providers(self.engines.providers)
-        self.pipeline = make_pipeline(cfg, self.engines, self._sink, realtime=True)
+        self._open_speakers()
+        self.pipeline = make_pipeline(cfg, self.engines, self._sink, realtime=True, speakers=self.speakers)
         self.status.pipeline = self.pipeline
         self.pipeline.start()
 
@@ -212,6 +216,18 @@ class Supervisor:
         archive, self.archive = self.archive, None
         if archive is not None:
             archive.stop()
+
+    def _open_speakers(self) -> None:
+        """(Re)open the speaker tracker when speaker settings, the room or the state folder changed."""
+        from appliance.speakers.wiring import open_tracker
+
+        key = (self.cfg.speakers, self.cfg.room.id, self.cfg.state_dir)
+        if self.speakers is not None and getattr(self, "_speakers_key", None) == key:
+            return
+        if self.speakers is not None:
+            self.speakers.close()
+        self.speakers = open_tracker(self.cfg, self.opts.models_dir, self.status.warn)
+        self._speakers_key = key
 
     def _sink(self, event) -> None:
         self.status.add_caption(event)
@@ -274,6 +290,7 @@ class Supervisor:
                 pipeline = self.pipeline
                 if pipeline is not None:
                     pipeline.feed(chunk.samples)
+                self.mic_tap.feed(chunk.samples)
                 self.status.set_input_level(chunk.samples)
                 if self._stop.is_set():
                     break
@@ -344,7 +361,8 @@ class Supervisor:
         """Restart only the stages whose settings changed; returns their names."""
         with self._lock:
             old, self.cfg = self.cfg, new
-            changed = [s for s in ("room", "languages", "audio", "vad", "asr", "translation", "broker", "accelerator")
+            changed = [s for s in ("room", "languages", "audio", "vad", "asr", "translation", "broker", "accelerator",
+                                   "speakers")
                        if getattr(old, s) != getattr(new, s)]
             restarted = []
             if {"broker", "room"} & set(changed):
@@ -358,7 +376,7 @@ class Supervisor:
                     self.broker.reload()
                 self.start_publisher()
                 restarted.append("publisher")
-            if {"languages", "vad", "asr", "translation", "accelerator"} & set(changed):
+            if {"languages", "vad", "asr", "translation", "accelerator", "speakers"} & set(changed):
                 old_pipeline = self.pipeline
                 self.start_pipeline()  # new pipeline takes audio from now on; the old one finishes what it has
                 if old_pipeline is not None:
@@ -414,6 +432,8 @@ class Supervisor:
         if self.pipeline is not None:
             self.pipeline.stop(timeout=60)
         self.stop_archive()  # writes the finals still queued
+        if self.speakers is not None:
+            self.speakers.close()
         self.stop_publisher()  # sends queued finals, then the clean-exit status
         time.sleep(0.3 if self._attached else 0)  # let attached displays receive the last finals
         for thing in self._attached:

@@ -58,11 +58,13 @@ class CaptionEvent:
     emitted: float = 0.0  # Unix time the pipeline produced the event
     latency: dict[str, float] = field(default_factory=dict)  # stage -> seconds
     stable: str = ""  # partials: the leading part of `text` that will never change (displays show the rest as provisional)
+    speaker: dict | None = None  # {"id": "S1", "name": None | "Chair"}: who is speaking, None while unknown or off
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["lines"] = list(self.lines)
         d["latency"] = dict(self.latency)
+        d["speaker"] = dict(self.speaker) if self.speaker else None
         return d
 
     def to_json(self) -> str:

@@ -6,6 +6,8 @@ Threads and bounded queues; each worker owns its state (no locks on stream state
   translator      --> sink(CaptionEvent)   (the publisher, a collector, a printer...)
 The recognizer skips partials when it falls behind (audio backlog) and never skips a final.
 This module imports no MQTT and no Flask.
+An optional `speakers` object (appliance.speakers.SpeakerTracker) names the speaker of partials and finals on
+the recognizer thread; captions go on without it.
 """
 
 from __future__ import annotations
@@ -92,6 +94,7 @@ class _Utterance:
     first_partial_done: bool = False
     last: object | None = None  # the last partial's transcription ...
     last_samples: int = 0  # ... and how many samples it covered
+    speaker: dict | None = None  # {"id", "name"} once known
 
     def audio(self) -> np.ndarray:
         if len(self.chunks) > 1:
@@ -117,6 +120,7 @@ class _SourceCaption:
     speech_end_wall: float
     asr_s: float
     emitted_mono: float = 0.0
+    speaker: dict | None = None
 
 
 class Pipeline:
@@ -125,7 +129,7 @@ class Pipeline:
     def __init__(self, *, asr, segmenter, translators: dict[tuple[str, str], object], sink: Callable[[CaptionEvent], None],
                  source_lang: str = "auto", targets: Iterable[str] = (), beam_size: int = 1, mt_beam_size: int = 1,
                  partial_interval_s: float = 0.5, max_segment_s: float = 15.0, partials: bool = True,
-                 skip_when_behind: bool = True):
+                 skip_when_behind: bool = True, speakers=None):
         self.asr = asr
         self.segmenter = segmenter
         self.translators = dict(translators)
@@ -138,6 +142,7 @@ class Pipeline:
         self.max_segment = int(max_segment_s * SR)
         self.partials = partials
         self.skip_when_behind = skip_when_behind
+        self.speakers = speakers  # None: speaker turns off
         self.stats = Stats()
         self._audio_q: queue.Queue = queue.Queue(maxsize=max(8, int(AUDIO_QUEUE_SECONDS * SR / 512)))
         self._caption_q: queue.Queue = queue.Queue(maxsize=64)
@@ -149,6 +154,7 @@ class Pipeline:
         self._last_translated: dict[tuple[str, str], str] = {}
         self._routes: dict[str, dict[str, Route | None]] = {}
         self.errors: list[str] = []
+        self.warnings: list[str] = []  # problems that cost a feature (speaker labels), not captions
         self._audio_t = 0.0  # audio seconds taken from the queue so far
         self._last_partial_s = 0.0  # how long the last partial decode took
 
@@ -301,12 +307,15 @@ class Pipeline:
         stable, tail = utt.stable.update(result.text.split())
         text = " ".join(stable + tail)
         end = utt.start + utt.seconds
-        self._emit(utt.id, False, lang, lang, text, utt.start, end, {"asr": asr_s}, stable=" ".join(stable))
+        utt.speaker = self._speaker(utt, audio) or utt.speaker
+        self._emit(utt.id, False, lang, lang, text, utt.start, end, {"asr": asr_s}, stable=" ".join(stable),
+                   speaker=utt.speaker)
         self.stats.partials += 1
         if not utt.first_partial_done:
             utt.first_partial_done = True
             self.stats.first_partial_s.append(time.monotonic() - utt.onset_wall)
-        self._to_translator(_SourceCaption(utt.id, False, lang, " ".join(stable), utt.start, end, None, wall, asr_s))
+        self._to_translator(_SourceCaption(utt.id, False, lang, " ".join(stable), utt.start, end, None, wall, asr_s,
+                                           speaker=utt.speaker))
 
     def _finalise(self, utt: _Utterance, speech_end_wall: float, speech_samples: int | None = None) -> None:
         audio = utt.audio()
@@ -332,6 +341,8 @@ class Pipeline:
         if reason:
             self.stats.rejected += 1
             log.info("utterance %s rejected (%s): %r", utt.id, reason, result.text)
+            if self.speakers is not None:
+                self.speakers.discard(utt.id)
             if utt.first_partial_done:  # retract the provisional caption
                 self._emit(utt.id, True, lang, lang, "", utt.start, utt.start + utt.seconds, {})
             return
@@ -341,7 +352,8 @@ class Pipeline:
         if utt.stable.stable:  # words already shown as stable are kept; the final re-decode only settles the tail
             stable, tail = utt.stable.update(text.split())
             text = " ".join(stable + tail)
-        self._emit(utt.id, True, lang, lang, text, utt.start, end, {"asr": asr_s})
+        utt.speaker = self._speaker(utt, audio, final_lang=lang) or utt.speaker
+        self._emit(utt.id, True, lang, lang, text, utt.start, end, {"asr": asr_s}, speaker=utt.speaker)
         self.stats.finals += 1
         self.stats.final_latency_s.append(time.monotonic() - speech_end_wall)
         emitted = time.monotonic()
@@ -349,7 +361,7 @@ class Pipeline:
         if lang != "en" and any(r and r[0].engine == "whisper" for r in self.routes(lang).values()):
             english = self.asr.transcribe(audio, language=lang, task="translate", beam_size=self.beam_size).text.strip()
         self._caption_q.put(_SourceCaption(utt.id, True, lang, text, utt.start, end, english, speech_end_wall, asr_s,
-                                           emitted))
+                                           emitted, utt.speaker))
 
     def _cut(self, utt: _Utterance, wall: float) -> None:
         """Force a final on a long monologue, cut at the quietest 100 ms of its last seconds."""
@@ -414,15 +426,36 @@ class Pipeline:
             self._last_translated[key] = cap.text
             # a translated partial comes from the source's stable prefix only; it is still provisional as a whole
             self._emit(cap.utt_id, cap.final, target, cap.lang, text, cap.start, cap.end, {"asr": cap.asr_s, "mt": mt_s},
-                       stable=text if cap.final else "")
+                       stable=text if cap.final else "", speaker=cap.speaker)
             if cap.final:
                 self.stats.mt_ms.append(mt_s * 1000)
                 self.stats.translated_extra_by_source.setdefault(cap.lang, []).append(time.monotonic() - cap.emitted_mono)
                 self._last_translated.pop(key, None)
 
+    # ---- speakers -------------------------------------------------------------------------------------------
+    def _speaker(self, utt: _Utterance, audio: np.ndarray, final_lang: str | None = None) -> dict | None:
+        """The utterance's speaker (final_lang given: the final's, which also updates the room's speakers).
+        A failing speaker model costs the speaker label only, never the caption."""
+        if self.speakers is None:
+            return None
+        try:
+            if final_lang is None:
+                return self.speakers.partial(utt.id, audio)
+            return self.speakers.final(utt.id, audio, final_lang)
+        except Exception as exc:  # a warning, not a pipeline error: the captions are fine
+            log.exception("speaker turns failed on utterance %s; captions go on without speakers", utt.id)
+            self.warnings.append(f"speakers: {exc}")
+            self.speakers = None
+            return None
+
+    def speaker_changed(self, before: np.ndarray, after: np.ndarray) -> bool:
+        """Did the voice change across a pause (speech before it, speech after it)? False without speaker turns.
+        For the segmentation: end the utterance at the pause when this says so."""
+        return self.speakers is not None and self.speakers.speaker_changed(before, after)
+
     # ---- events ---------------------------------------------------------------------------------------------
     def _emit(self, utt_id: str, final: bool, lang: str, source_lang: str, text: str, start: float, end: float,
-              latency: dict, stable: str = "") -> None:
+              latency: dict, stable: str = "", speaker: dict | None = None) -> None:
         key = (utt_id, lang)
         rev = self._revs.get(key, 0) + 1
         self._revs[key] = rev
@@ -431,4 +464,4 @@ class Pipeline:
         self.sink(CaptionEvent(id=utt_id, rev=rev, final=final, lang=lang, source_lang=source_lang, text=text,
                                lines=layout(text), start=round(start, 3), end=round(end, 3), emitted=time.time(),
                                latency={k: round(v, 4) for k, v in latency.items()},
-                               stable=text if final else stable))
+                               stable=text if final else stable, speaker=speaker))

@@ -17,7 +17,7 @@ CHUNK = 512  # 32 ms at 16 kHz, the VAD window
 
 
 def make_pipeline(cfg: Config, engines: Engines, sink: Callable[[CaptionEvent], None], *, realtime: bool = True,
-                  partials: bool = True) -> Pipeline:
+                  partials: bool = True, speakers=None) -> Pipeline:
     from appliance.glossary import store_for
     from appliance.translate.enforce import wrap_translators
     from appliance.vad import make_segmenter
@@ -27,7 +27,7 @@ def make_pipeline(cfg: Config, engines: Engines, sink: Callable[[CaptionEvent], 
                     sink=sink, source_lang=cfg.languages.source, targets=cfg.languages.targets,
                     beam_size=cfg.asr.beam_size, mt_beam_size=cfg.translation.beam_size,
                     partial_interval_s=cfg.asr.partial_interval_s, max_segment_s=cfg.asr.max_segment_s,
-                    partials=partials, skip_when_behind=realtime)
+                    partials=partials, skip_when_behind=realtime, speakers=speakers)
 
 
 def run_audio(pipeline: Pipeline, audio: np.ndarray, *, realtime: bool, tail_silence_s: float = 1.0) -> None:
@@ -46,9 +46,9 @@ def run_audio(pipeline: Pipeline, audio: np.ndarray, *, realtime: bool, tail_sil
 
 
 def caption_file(cfg: Config, engines: Engines, path: Path, sink: Callable[[CaptionEvent], None], *,
-                 realtime: bool = False, partials: bool = True) -> Pipeline:
+                 realtime: bool = False, partials: bool = True, speakers=None) -> Pipeline:
     from appliance.audio import load_audio
 
-    pipeline = make_pipeline(cfg, engines, sink, realtime=realtime, partials=partials)
+    pipeline = make_pipeline(cfg, engines, sink, realtime=realtime, partials=partials, speakers=speakers)
     run_audio(pipeline, load_audio(path), realtime=realtime)
     return pipeline

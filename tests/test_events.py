@@ -21,8 +21,12 @@ def test_caption_event_to_dict_and_json():
     d = ev.to_dict()
     assert d == {"id": "u1", "rev": 2, "final": False, "lang": "pt", "source_lang": "en", "text": "Bom dia a todos.",
                  "lines": ["Bom dia a todos."], "start": 0.5, "end": 2.25, "emitted": 1795925012.3,
-                 "latency": {"asr": 0.2, "mt": 0.05}, "stable": ""}
+                 "latency": {"asr": 0.2, "mt": 0.05}, "stable": "", "speaker": None}
     assert json.loads(ev.to_json()) == d
+    named = caption(speaker={"id": "S2", "name": "Chair"})
+    assert json.loads(named.to_json())["speaker"] == {"id": "S2", "name": "Chair"}
+    named.to_dict()["speaker"]["name"] = "x"
+    assert named.speaker["name"] == "Chair"
     assert "ã" in caption(text="Não").to_json()  # UTF-8, not \u escapes
     assert json.loads(caption(latency={"mt": float("nan")}).to_json())["latency"] == {"mt": None}
 
@@ -51,3 +55,19 @@ def test_audio_chunk_and_segment():
     assert (seg.kind, seg.start, seg.end, seg.speech_end) == ("end", 1.0, 2.0, 1.6)
     with pytest.raises(dataclasses.FrozenInstanceError):
         chunk.t = 0.0
+
+
+@pytest.mark.parametrize("speaker, shown", [
+    ({"id": "S1", "name": None}, {"id": "S1", "name": None}),
+    ({"id": "S3", "name": "Chair"}, {"id": "S3", "name": "Chair"}),
+    ({"id": "S3", "name": "  "}, {"id": "S3", "name": None}),
+    ({"id": 3, "name": "Chair"}, None),
+    ("S1", None),
+    (None, None),
+])
+def test_displays_read_the_speaker_or_none(speaker, shown):
+    from appliance.bus.schema import caption_message, encode, parse_caption
+
+    msg = caption_message(caption(final=True), 7)
+    msg["speaker"] = speaker
+    assert parse_caption(encode(msg))["speaker"] == shown

@@ -25,7 +25,8 @@ def vad_copy(built_model, tmp_path):
 
 
 def test_catalog_pins_every_source():
-    assert {s.name for s in CATALOG} == {"silero-vad", "whisper-base", "whisper-tiny.en", "bergamot-en-pt", "bergamot-pt-en"}
+    assert {s.name for s in CATALOG} == {"silero-vad", "whisper-base", "whisper-tiny.en", "bergamot-en-pt", "bergamot-pt-en",
+                                         "speaker-ge2e"}
     for spec in CATALOG:
         assert spec.packages and all(p.version.count(".") == 2 for p in spec.packages)
         assert spec.licence and spec.provenance

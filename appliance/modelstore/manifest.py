@@ -10,7 +10,7 @@ from pathlib import Path
 
 MANIFEST = "model.json"
 SCHEMA = 1
-KINDS = ("asr", "mt", "vad")
+KINDS = ("asr", "mt", "vad", "speaker")
 
 
 class ModelError(RuntimeError):

@@ -12,7 +12,8 @@ from appliance.modelstore.catalog import BY_NAME
 from appliance.modelstore.manifest import Manifest, ModelError
 
 # kind -> "module:function" taking the model folder and raising on failure
-SMOKE_TESTS = {"asr": "appliance.asr:smoke_test", "mt": "appliance.translate:smoke_test", "vad": "appliance.vad:smoke_test"}
+SMOKE_TESTS = {"asr": "appliance.asr:smoke_test", "mt": "appliance.translate:smoke_test", "vad": "appliance.vad:smoke_test",
+               "speaker": "appliance.speakers:smoke_test"}
 
 
 @dataclass

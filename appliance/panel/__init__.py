@@ -46,7 +46,9 @@ def serve(supervisor, *, admin_file: str | Path | None = None, device_lister=Non
     app = create_app(supervisor.opts.config_path or DEFAULT_PATH, supervisor.status,
                      models_dir=supervisor.opts.models_dir, on_config_saved=supervisor.apply_config,
                      admin_file=admin_file or Path(cfg.state_dir) / ADMIN_FILE_NAME, device_lister=device_lister,
-                     archive=lambda: getattr(supervisor, "archive", None), state_dir=cfg.state_dir)
+                     archive=lambda: getattr(supervisor, "archive", None), state_dir=cfg.state_dir,
+                     speakers=lambda: getattr(supervisor, "speakers", None),
+                     record=tap.record if (tap := getattr(supervisor, "mic_tap", None)) else None)
     ctx = app.extensions["appliance_panel"]
     tls = None
     if needs_https(cfg.panel.host, cfg.panel.https):

@@ -69,7 +69,8 @@ def create_app(config_path: str | os.PathLike, status: Status, *, models_dir: st
                device_lister: Callable[[], list] | None = None,
                health: Callable[[], tuple[bool, list[str]]] | None = None, metrics_public: bool = False,
                allowed_hosts: Iterable[str] = (), setup_code: str | None = None,
-               archive: Callable[[], Any] | None = None, state_dir: str | os.PathLike | None = None) -> Flask:
+               archive: Callable[[], Any] | None = None, state_dir: str | os.PathLike | None = None,
+               speakers: Callable[[], Any] | None = None, record: Callable[[float], Any] | None = None) -> Flask:
     """The config panel.
 
     config_path      the config file the panel edits (written with config.save_atomic)
@@ -84,8 +85,10 @@ def create_app(config_path: str | os.PathLike, status: Status, *, models_dir: st
     setup_code       the one-time code the first-run page asks for; made (and logged) when no password is set
     archive          () -> the daemon's running Archive (or None when recording is off): the archive page
     state_dir        the daemon's state folder (glossary file); default: state_dir of the config file
+    speakers         () -> the room's SpeakerTracker or None (speaker turns off): the Speakers page
+    record           seconds -> audio from the room microphone (the daemon's capture tap), for enrolment
     """
-    from appliance.panel import api, views
+    from appliance.panel import api, speakers_page, views
 
     app = Flask(__name__, static_folder="static", template_folder="templates")
     admin = AdminStore(admin_file)
@@ -94,6 +97,7 @@ def create_app(config_path: str | os.PathLike, status: Status, *, models_dir: st
                        health=health or status.health, metrics_public=metrics_public)
     ctx.archive = archive
     ctx.state_dir = Path(state_dir) if state_dir is not None else None
+    ctx.speakers, ctx.record = speakers, record
     app.extensions["appliance_panel"] = ctx
     ctx.setup_code = setup_code
     if not _admin_set(admin):
@@ -109,6 +113,7 @@ def create_app(config_path: str | os.PathLike, status: Status, *, models_dir: st
 
     app.register_blueprint(archive_views.bp)
     app.register_blueprint(glossary_views.bp)
+    app.register_blueprint(speakers_page.bp)
 
     extra_hosts = frozenset(h.strip().lower().rstrip(".") for h in allowed_hosts)
 

@@ -15,7 +15,7 @@ from appliance.panel.saving import load_current, save
 bp = Blueprint("views", __name__)
 
 PAGES = [("views.room", "Room & languages"), ("views.microphone", "Microphone"), ("views.broker", "Broker"),
-         ("views.models", "Models & accelerator"), ("views.live", "Live")]
+         ("views.models", "Models & accelerator"), ("speakers.page", "Speakers"), ("views.live", "Live")]
 PAGES += [("archive.page", "Archive"), ("glossary.page", "Glossary")]  # archive_views.py, glossary_views.py
 
 

@@ -1,4 +1,4 @@
-/* Room display over MQTT-over-WebSocket (mqtt.js). Protocol: docs/protocol.md (schema v1).
+/* Room display over MQTT-over-WebSocket (mqtt.js). Protocol: docs/protocol.md (schema v1, revision 2).
    Caption text is only ever set with textContent: it is never parsed as HTML. */
 "use strict";
 (function () {
@@ -39,9 +39,11 @@
   }
 
   // ---- state: the same rules as appliance/bus/client.py CaptionState --------------------------------------
-  // lines: revealed final text [{id, text, open}]; pending: finals still to reveal [{id, words}]
+  // lines: revealed final text [{id, text, open, label, sp}]; pending: finals still to reveal [{id, words, label, sp}]
+  // label: the speaker's name (or id) on the first line of a final whose speaker differs from the previous final's;
+  // sp: the speaker's colour index (null: speaker unknown); lastSpeaker: id of the last final's known speaker
   var state = { lines: [], pending: [], partial: null, lastFinalSeq: -1, seen: new Map(), finals: 0, duplicates: 0,
-                stale: 0, malformed: 0, revealed: [], cps: cps };
+                stale: 0, malformed: 0, revealed: [], cps: cps, lastSpeaker: null };
   window.captionDisplay = state; // for tests and debugging
 
   function wrap(text) {
@@ -59,6 +61,23 @@
       return m.lines.filter(function (x) { return x.trim(); });
     }
     return wrap(m.text);
+  }
+  // ---- speakers: a change of speaker starts a line with the name (or id), in the speaker's colour -------------
+  var SPEAKER_COLOURS = 6, MAX_NAME = 60;
+  function speakerOf(m) {
+    var s = m.speaker;
+    if (!s || typeof s !== "object" || typeof s.id !== "string" || !s.id) return null;
+    var name = typeof s.name === "string" && s.name.trim() ? s.name.slice(0, MAX_NAME) : null;
+    return { id: s.id.slice(0, 64), name: name };
+  }
+  function colourOf(id) {
+    var n = parseInt(id.replace(/\D/g, ""), 10);
+    if (!Number.isFinite(n)) { n = 0; for (var i = 0; i < id.length; i++) n = (n * 31 + id.charCodeAt(i)) >>> 0; }
+    return n % SPEAKER_COLOURS;
+  }
+  function turnOf(m) { // {id, label, sp}: label only where the speaker differs from the last final's
+    var sp = speakerOf(m);
+    return { id: m.id, label: sp && sp.id !== state.lastSpeaker ? (sp.name || sp.id) : null, sp: sp ? colourOf(sp.id) : null };
   }
   function remember(key) {
     state.seen.set(key, true);
@@ -85,7 +104,9 @@
       state.lastFinalSeq = m.seq;
       remember(key); remember(m.id + "\u0000final");
       state.finals++;
-      queueFinal(m);
+      queueFinal(m, turnOf(m));
+      var sp = speakerOf(m);
+      if (sp) state.lastSpeaker = sp.id;
       return true;
     }
     if (state.seen.has(m.id + "\u0000final") || m.seq < state.lastFinalSeq) { state.stale++; return false; }
@@ -96,7 +117,7 @@
   }
   // ---- reveal: finals appear word by word at <= cps (faster only when the backlog would lag > CATCHUP_S) ----
   function norm(w) { return w.toLowerCase().replace(/[^\p{L}\p{N}]/gu, ""); }
-  function queueFinal(m) {
+  function queueFinal(m, turn) {
     var words = String(m.text).split(/\s+/).filter(Boolean);
     var p = state.partial, shown = 0;
     if (p && p.id === m.id && !state.pending.length) { // words already on screen as the partial: no replay
@@ -104,21 +125,29 @@
       while (shown < words.length && shown < pw.length && norm(words[shown]) === norm(pw[shown])) shown++;
     }
     if (p && p.id === m.id) state.partial = null;
-    words.slice(0, shown).forEach(function (w) { addWord(m.id, w); });
-    state.pending.push({ id: m.id, words: words.slice(shown) });
+    words.slice(0, shown).forEach(function (w) { addWord(state.lines, turn, w); });
+    state.pending.push({ id: m.id, words: words.slice(shown), label: turn.label, sp: turn.sp });
   }
-  function addWord(id, w) {
-    var last = state.lines[state.lines.length - 1];
-    var open = last && last.id === id && last.open;
-    while (w.length > width) { // as wrap(): a word longer than a line is cut into line-sized pieces
-      if (open) last.open = false;
-      state.lines.push({ id: id, text: w.slice(0, width), open: false });
-      w = w.slice(width); open = false;
+  function used(line) { return (line.label ? line.label.length + 2 : 0) + line.text.length; } // "Name: " counts
+  function addWord(lines, f, w) { // f: {id, label, sp}; the final's first line carries its label
+    var last = lines[lines.length - 1], line = last && last.id === f.id && last.open ? last : null;
+    if (!line) line = startLine(lines, f, !(last && last.id === f.id));
+    for (;;) {
+      var room = width - used(line) - (line.text ? 1 : 0);
+      if (w.length <= room) { line.text += (line.text ? " " : "") + w; break; }
+      if (!line.text && room > 0 && w.length > width) { // as wrap(): a word longer than a line is cut into pieces
+        line.text = w.slice(0, room);
+        w = w.slice(room);
+      }
+      line.open = false;
+      line = startLine(lines, f, false);
     }
-    if (!w) return;
-    if (open && last.text.length + 1 + w.length <= width) last.text += " " + w;
-    else { if (open) last.open = false; state.lines.push({ id: id, text: w, open: true }); }
-    if (state.lines.length > LINES_KEPT) state.lines.splice(0, state.lines.length - LINES_KEPT);
+    if (lines.length > LINES_KEPT) lines.splice(0, lines.length - LINES_KEPT);
+  }
+  function startLine(lines, f, labelled) {
+    var line = { id: f.id, text: "", open: true, label: labelled ? f.label : null, sp: f.sp };
+    lines.push(line);
+    return line;
   }
   function backlog() {
     return state.pending.reduce(function (n, f) { return n + f.words.reduce(function (a, w) { return a + w.length + 1; }, 0); }, 0);
@@ -137,7 +166,7 @@
       var cost = head.words[0].length + 1;
       if (credit < cost) break;
       credit -= cost;
-      addWord(head.id, head.words.shift());
+      addWord(state.lines, head, head.words.shift());
       state.revealed.push([now, cost]);
       if (state.revealed.length > 500) state.revealed.shift();
       changed = true;
@@ -146,35 +175,50 @@
   }
   setInterval(tick, TICK_MS);
 
+  function partialLines(m) { // a change of speaker: the label counts in the width, as on the final's lines
+    var turn = turnOf(m);
+    if (!turn.label) return linesOf(m).map(function (t) { return { id: m.id, text: t, label: null, sp: turn.sp }; });
+    var lines = [];
+    String(m.text).split(/\s+/).filter(Boolean).forEach(function (w) { addWord(lines, turn, w); });
+    return lines;
+  }
   function render() {
-    var view = state.lines.map(function (l) { return [l.text, false, l.id]; });
+    var view = state.lines.map(function (l) { return { text: l.text, partial: false, id: l.id, label: l.label, sp: l.sp }; });
     if (state.partial && !state.pending.length) { // a partial only once the finals before it are out
-      view = view.concat(linesOf(state.partial).map(function (t) { return [t, true, state.partial.id]; }));
+      view = view.concat(partialLines(state.partial).map(function (l) {
+        return { text: l.text, partial: true, id: l.id, label: l.label, sp: l.sp };
+      }));
     }
     var live = view.slice(-rowsN), older = view.slice(0, Math.max(0, view.length - rowsN));
-    while (live.length < rowsN) live.unshift(["", false, null]);
-    live.forEach(function (r, i) {
-      rowEls[i].textContent = r[0]; // text, never HTML
-      rowEls[i].className = r[1] ? "row partial" : "row";
-    });
+    while (live.length < rowsN) live.unshift({ text: "", partial: false, id: null, label: null, sp: null });
+    live.forEach(function (r, i) { fill(rowEls[i], r, r.partial ? "row partial" : "row"); });
     renderHistory(older, live);
+  }
+  function fill(el, r, cls) { // text, never HTML: the speaker's name in its own span, then the words
+    el.textContent = "";
+    if (r.label) {
+      var label = document.createElement("span");
+      label.className = "speaker";
+      label.textContent = r.label + ": ";
+      el.appendChild(label);
+    }
+    el.appendChild(document.createTextNode(r.text));
+    el.className = cls + (r.sp === null || r.sp === undefined ? "" : " sp" + r.sp);
   }
   function renderHistory(older, live) {
     // the lines above the live rows, from the last histN finals (counting one still partly live); older = dimmer
     var ids = [], keep = [];
     for (var i = older.length - 1; i >= 0; i--) {
-      var id = older[i][2];
+      var id = older[i].id;
       if (ids.indexOf(id) < 0) { if (ids.length >= histN) break; ids.push(id); }
       keep.unshift(older[i]);
     }
-    var liveIds = live.map(function (r) { return r[2]; });
+    var liveIds = live.map(function (r) { return r.id; });
     while (historyEl.childNodes.length > keep.length) historyEl.removeChild(historyEl.firstChild);
     while (historyEl.childNodes.length < keep.length) historyEl.insertBefore(document.createElement("div"), historyEl.firstChild);
     keep.forEach(function (r, j) {
-      var age = ids.indexOf(r[2]) + (liveIds.indexOf(r[2]) >= 0 ? 0 : 1); // 0: the final still on the live rows
-      var el = historyEl.childNodes[j];
-      el.textContent = r[0];
-      el.className = "hist age-" + age;
+      var age = ids.indexOf(r.id) + (liveIds.indexOf(r.id) >= 0 ? 0 : 1); // 0: the final still on the live rows
+      fill(historyEl.childNodes[j], r, "hist age-" + age);
     });
   }
   function banner(text, kind) {
