@@ -21,7 +21,7 @@ from appliance.bus.publisher import Publisher
 from appliance.bus.schema import MAX_TEXT_CHARS, Topics, caption_message, encode, parse_caption
 from appliance.config import BrokerConfig
 from test_bus_support import (ROOT, Mosquitto, Recorder, final, free_port, need_mosquitto, partial, start_broker,
-                              wait_until)
+                              wait_for_stderr_line, wait_until)
 
 OUTAGE_S = float(os.environ.get("APPLIANCE_TEST_OUTAGE_S", "6"))  # the slow variant below uses 30 s
 
@@ -164,7 +164,7 @@ def _stream_through_outage(tmp_path, outage_s: float, appliance_cmd):
     pub = make_pub(port, tmp_path / "state")
     pub.start()
     wait_until(lambda: pub.connected, what="publisher connected")
-    time.sleep(1.0)  # the terminal display subscribes
+    wait_for_stderr_line(term, "subscribed to room r1 in pt")  # the terminal display subscribes
     n, sent = 0, []
 
     def send(seconds):

@@ -121,3 +121,22 @@ def partial(i: int, rev: int, lang: str = "pt", text: str | None = None) -> dict
     return {"id": f"u{i}", "rev": rev, "final": False, "lang": lang, "source_lang": "en",
             "text": text if text is not None else f"frase {i} parcial {rev}", "start": float(i), "end": i + 0.5,
             "emitted": time.time()}
+
+
+def wait_for_stderr_line(proc, needle: str, timeout: float = 30.0) -> list[str]:
+    """Read a subprocess's stderr (text mode) until a line containing `needle`; returns the lines read."""
+    import threading
+
+    lines: list[str] = []
+    found = threading.Event()
+
+    def read() -> None:
+        for line in proc.stderr:
+            lines.append(line)
+            if needle in line:
+                found.set()
+                return
+
+    threading.Thread(target=read, daemon=True).start()
+    assert found.wait(timeout), f"no {needle!r} from the subprocess within {timeout} s: {''.join(lines)[-2000:]}"
+    return lines

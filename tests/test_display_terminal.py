@@ -9,7 +9,7 @@ import time
 from appliance.bus.publisher import Publisher
 from appliance.config import BrokerConfig
 from appliance.display.terminal import parse_broker, safe_text
-from test_bus_support import ROOT, final, partial, start_broker, wait_until
+from test_bus_support import ROOT, final, partial, start_broker, wait_for_stderr_line, wait_until
 
 
 def test_terminal_display_prints_each_final_once_literally(tmp_path, appliance_cmd):
@@ -19,7 +19,7 @@ def test_terminal_display_prints_each_final_once_literally(tmp_path, appliance_c
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     pub = Publisher(BrokerConfig(port=broker.port), room="r1", state_dir=tmp_path, max_backoff_s=1.0)
     try:
-        time.sleep(1.5)  # the display subscribes
+        wait_for_stderr_line(proc, "subscribed to room r1 in pt")  # the display subscribes
         pub.start()
         pub.publish(partial(1, 0))
         pub.publish(final(1, text="<b>negrito</b> & <script>x()</script>"))

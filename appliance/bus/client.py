@@ -164,6 +164,7 @@ class CaptionFeed:
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
         c.on_connect_fail = self._on_connect_fail
+        c.on_subscribe = self._on_subscribe
         self.client = c
         self._fail_logged = False
         self._stopping = False
@@ -194,6 +195,13 @@ class CaptionFeed:
         client.subscribe([(self.topics.captions(self.lang), 1), (self.topics.status, 1), (self.topics.detail, 0)])
         self.connected.set()
         self._tell("connected")
+
+    def _on_subscribe(self, client, userdata, mid, reasons, properties) -> None:
+        refused = [r for r in reasons if r.is_failure]
+        if refused:
+            log.warning("broker refused the display's subscription to room %s in %s: %s", self.room, self.lang, refused[0])
+        else:
+            log.info("subscribed to room %s in %s", self.room, self.lang)
 
     def _on_connect_fail(self, client, userdata) -> None:
         if not self._fail_logged:  # once per outage; paho keeps retrying (0.5 s .. 5 s)
