@@ -229,37 +229,39 @@ def _add_bench(sub) -> None:
 
 
 # ---- run / demo ---------------------------------------------------------------------------------------------
-def _apply_run_flags(cfg, args):
+def run_overrides(args) -> dict:
+    """The run flags as dotted config keys. They win over the config file, at start and after every panel save,
+    for the life of the process (README: "Configuration precedence")."""
     from urllib.parse import urlparse
 
     from appliance import config
 
-    data = cfg.model_dump()
+    out: dict = {}
     if args.room:
-        data["room"]["id"] = args.room
+        out["room.id"] = args.room
     if args.broker:
         if args.broker == "embedded":
-            data["broker"]["mode"] = "embedded"
+            out["broker.mode"] = "embedded"
         else:
             url = urlparse(args.broker)
             if url.scheme not in ("mqtt", "mqtts") or not url.hostname:
                 raise config.ConfigError(f"--broker {args.broker}: use mqtt://host:port, mqtts://host:port or embedded")
-            data["broker"].update(mode="external", host=url.hostname, tls=url.scheme == "mqtts",
-                                  port=url.port or (8883 if url.scheme == "mqtts" else 1883))
+            out.update({"broker.mode": "external", "broker.host": url.hostname, "broker.tls": url.scheme == "mqtts",
+                        "broker.port": url.port or (8883 if url.scheme == "mqtts" else 1883)})
             if url.username:
-                data["broker"]["username"] = url.username
+                out["broker.username"] = url.username
             if url.password:
-                data["broker"]["password"] = url.password
+                out["broker.password"] = url.password
     if args.panel:
         host, _, port = args.panel.rpartition(":")
         if not host or not port.isdigit():
             raise config.ConfigError(f"--panel {args.panel}: use HOST:PORT, e.g. 127.0.0.1:8080")
-        data["panel"].update(host=host, port=int(port))
+        out.update({"panel.host": host, "panel.port": int(port)})
     if args.device is not None:
-        data["audio"]["device"] = int(args.device) if args.device.isdigit() else args.device
+        out["audio.device"] = int(args.device) if args.device.isdigit() else args.device
     if getattr(args, "state_dir", None):
-        data["state_dir"] = args.state_dir
-    return config.validate(data)
+        out["state_dir"] = args.state_dir
+    return out
 
 
 def cmd_run(args, *, demo: bool = False) -> int:
@@ -267,7 +269,8 @@ def cmd_run(args, *, demo: bool = False) -> int:
     from appliance.daemon import RunOptions, Supervisor
 
     path = Path(args.config) if args.config else (config.DEFAULT_PATH if not demo else _demo_config_path())
-    cfg = _apply_run_flags(config.load(path), args)
+    overrides = run_overrides(args)
+    cfg = config.with_overrides(config.load(path), overrides)
     if demo:  # a demo should start anywhere: move off ports another program (e.g. Debian's mosquitto) holds
         moved = {}
         if cfg.broker.mode == "embedded" and _busy(cfg.broker.port):
@@ -278,10 +281,12 @@ def cmd_run(args, *, demo: bool = False) -> int:
             moved["panel.port"] = cfg.panel.port = _free_port()
         if moved:
             log.warning("demo: default ports in use, using %s for this run", moved)
+            overrides.update(moved)  # held for the whole run, like a flag
     if args.input and not Path(args.input).is_file():
         raise FileNotFoundError(f"--input {args.input}: no such audio file")
     opts = RunOptions(config_path=path, models_dir=_models_dir(args), once=args.once,
-                      input_file=Path(args.input) if args.input else None, use_sample_without_mic=demo)
+                      input_file=Path(args.input) if args.input else None, use_sample_without_mic=demo,
+                      overrides=overrides)
     supervisor = Supervisor(cfg, opts)
     if demo:  # show the captions as a room display receives them: subscribers on the broker, one per language
         from appliance.display.terminal import print_finals
