@@ -186,9 +186,25 @@ def _add_transcribe(sub) -> None:
 
 
 # ---- bench --------------------------------------------------------------------------------------------------
+def cmd_bench_faults(args) -> int:
+    from appliance.bench import faults, report
+
+    names = tuple(n for n in args.faults.split(",") if n) if args.faults else faults.FAULTS
+    results = faults.run(_models_dir(args), names, outage_s=args.outage_s,
+                         progress=lambda m: print(m, file=sys.stderr, flush=True))
+    if args.json:
+        print(report.to_json({"faults": [r.__dict__ for r in results]}))
+    else:
+        print("\nfaults (real daemon, broker and models; one fault per run)\n")
+        print(report.table([r.row() for r in results], faults.COLUMNS))
+    return 0 if all(r.finals_lost == 0 and r.recover_s is not None for r in results) else 1
+
+
 def cmd_bench(args) -> int:
     from appliance.bench import report
 
+    if args.part == "faults":
+        return cmd_bench_faults(args)
     cfg = _load_config(args)
     if args.model:
         cfg.asr.model = args.model
@@ -220,11 +236,14 @@ def cmd_bench(args) -> int:
 
 def _add_bench(sub) -> None:
     p = sub.add_parser("bench", help="measure speed, memory and accuracy (tables; --json for machines)")
-    p.add_argument("part", nargs="?", choices=["all", "models", "pipeline"], default="all")
+    p.add_argument("part", nargs="?", choices=["all", "models", "pipeline", "faults"], default="all",
+                   help="all = models + pipeline; faults runs the daemon through each fault (minutes)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--quick", action="store_true", help="a few clips only (smoke run)")
     p.add_argument("--model", default=None, help="speech model (default whisper-base)")
     p.add_argument("--config", default=None, help="config file for the pipeline part")
+    p.add_argument("--faults", default=None, help="faults part: comma-separated subset (default: all of them)")
+    p.add_argument("--outage-s", type=float, default=30.0, help="faults part: seconds the broker stays away")
     p.set_defaults(func=cmd_bench)
 
 

@@ -78,6 +78,7 @@ class Supervisor:
         self.status.add_check("capture", self._capture_problem)
         self.status.add_check("broker", self._broker_problem)
         self.status.add_check("publisher", self._publisher_problem)
+        self.status.add_check("queue", self._queue_problem, critical=False)  # a restart would lose what memory holds
 
     # ---- stages ---------------------------------------------------------------------------------------------
     def start_broker(self) -> None:
@@ -355,6 +356,13 @@ class Supervisor:
         thread = getattr(publisher, "_thread", None)
         if publisher is not None and thread is not None and not thread.is_alive() and not self._stop.is_set():
             return "sender thread stopped"
+        return None
+
+    def _queue_problem(self) -> str | None:
+        spool = getattr(self.publisher, "spool", None)
+        if spool is not None and spool.disk_error:
+            return (f"cannot write {spool.path} ({spool.disk_error}); {spool.held_in_memory} final(s) held in memory "
+                    "until it can")
         return None
 
     def heal(self) -> None:

@@ -71,7 +71,7 @@ class Status:
         self._messages: deque = deque(maxlen=max_messages)
         self._latency: dict[str, deque] = {}
         self._latency_totals: dict[str, list[float]] = {}  # stage -> [count, sum]
-        self._checks: dict[str, Callable[[], str | None]] = {}
+        self._checks: dict[str, tuple[Callable[[], str | None], bool]] = {}
         self._config: dict = {"state": "loaded", "detail": "", "at": self.started, "overrides": {}}
 
     # ---- writers --------------------------------------------------------------------------------------------
@@ -193,11 +193,12 @@ class Status:
     def _summ(window: list[float], count: int, total: float) -> dict:
         return {"p50": percentile(window, 50), "p95": percentile(window, 95), "count": count, "sum": total}
 
-    def add_check(self, name: str, check: Callable[[], str | None]) -> None:
+    def add_check(self, name: str, check: Callable[[], str | None], *, critical: bool = True) -> None:
         """A stage's own health check: returns None when fine, else one line saying what is wrong.
-        Checked on every health() call, so a problem clears as soon as the stage works again."""
+        Checked on every health() call, so a problem clears as soon as the stage works again. A problem of a
+        non-critical check is listed but leaves the verdict healthy (a restart would not fix it)."""
         with self._lock:
-            self._checks[name] = check
+            self._checks[name] = (check, critical)
 
     def remove_check(self, name: str) -> None:
         with self._lock:
@@ -222,17 +223,17 @@ class Status:
         behind its audio. A problem is reported while it lasts; it clears when the stage works again."""
         with self._lock:
             checks = list(self._checks.items())
-        problems = []
-        for name, check in checks:
+        problems, notes = [], []
+        for name, (check, critical) in checks:
             try:
                 problem = check()
             except Exception as exc:  # a broken check is itself a problem, never a crash of /healthz
                 problem = f"health check failed ({type(exc).__name__})"
             if problem:
-                problems.append(f"{name}: {problem}")
+                (problems if critical else notes).append(f"{name}: {problem}")
         p = self.pipeline
         if p is None:
-            return False, problems + ["pipeline not running"]
+            return False, problems + ["pipeline not running"] + notes
         dead = p.dead_stages() if callable(getattr(p, "dead_stages", None)) else []
         problems += [f"pipeline stage {name} stopped" for name in dead]
         failing = getattr(p, "failing", None)
@@ -244,7 +245,7 @@ class Status:
         idle = time.monotonic() - self.last_progress
         if backlog > STALL_BACKLOG_S and idle > STALL_S:
             problems.append(f"recognition stalled: {backlog:.1f} s of audio waiting, no progress for {idle:.0f} s")
-        return not problems, problems
+        return not problems, problems + notes
 
     def counters(self) -> dict:
         stats = getattr(self.pipeline, "stats", None)
