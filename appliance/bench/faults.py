@@ -110,7 +110,12 @@ def _injected(run: DaemonRun, ctx: dict) -> tuple[float, float, str]:
         time.sleep(0.1)
     t = run.log_time("injecting a fault")
     restarted = run.log_time("restarted after")
-    return (t or run.now()), (restarted or t or run.now()), "" if t is not None else "the fault did not fire"
+    if t is None:
+        return run.now(), run.now(), "the fault did not fire"
+    restarts = run.metric("appliance_restarts_total")
+    note = f"stage restarted (/metrics restarts_total {restarts:.0f})" if restarted is not None and restarts else \
+        "no restart seen"
+    return t, (restarted or t), note
 
 
 def _disk_full(run: DaemonRun, ctx: dict) -> tuple[float, float, str]:
