@@ -79,6 +79,8 @@ class Supervisor:
         self.status.add_check("broker", self._broker_problem)
         self.status.add_check("publisher", self._publisher_problem)
         self.status.add_check("queue", self._queue_problem, critical=False)  # a restart would lose what memory holds
+        self.status.add_check("config", self._config_file_problem, critical=False)  # a restart would not start
+        self._config_seen: tuple = (None, None)  # (mtime_ns, problem) of the config file last checked
 
     # ---- stages ---------------------------------------------------------------------------------------------
     def start_broker(self) -> None:
@@ -364,6 +366,25 @@ class Supervisor:
             return (f"cannot write {spool.path} ({spool.disk_error}); {spool.held_in_memory} final(s) held in memory "
                     "until it can")
         return None
+
+    def _config_file_problem(self) -> str | None:
+        """The config file as it is on disk now (re-read when it changes): a file damaged while we run would stop
+        the next start, so say it now. The running daemon keeps its last working config."""
+        path = self.opts.config_path
+        if path is None:
+            return None
+        try:
+            mtime = Path(path).stat().st_mtime_ns
+        except OSError:
+            return None  # no file: the defaults
+        if self._config_seen[0] != mtime:
+            try:
+                cfgmod.load(path)
+                problem = None
+            except ConfigError as exc:
+                problem = f"{exc}; running on the last working config, but a restart would fail until it is fixed"
+            self._config_seen = (mtime, problem)
+        return self._config_seen[1]
 
     def heal(self) -> None:
         """Called about once a second: restart capture that ended on an error (a file that simply ended is left)."""

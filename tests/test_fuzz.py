@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from werkzeug.datastructures import MultiDict
 
 from appliance import cli
 from appliance import config as cfgmod
@@ -91,7 +92,7 @@ def test_fuzz_panel_forms(panel):
     def check(post):
         page, fields = post
         data = [(k, v) for k, v in fields if k != "csrf_token"] + [("csrf_token", token)]
-        r = panel.client.post(page, data=data)
+        r = panel.client.post(page, data=MultiDict(data))
         _shown_safely(r)
         cfgmod.load(panel.config_path)  # whatever was accepted, the file on disk is still a valid config
 

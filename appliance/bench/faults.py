@@ -31,6 +31,7 @@ ROOM = "faults"
 FAULT_AT_S = 6.0  # seconds after the daemon is ready (speech is flowing) when the fault starts
 SETTLE_S = 6.0  # after the input ends, time for the last finals to arrive
 TMPFS_SIZE = "1m"  # the queue's filesystem in the disk-full fault
+DISK_FULL_OUTAGE_S = 10.0  # with the disk full, the broker is away this long (finals must queue meanwhile)
 FAULTS = ("recognizer", "translator", "disk_full", "config_corrupt", "mosquitto_killed", "broker_outage")
 
 
@@ -130,7 +131,7 @@ def _disk_full(run: DaemonRun, ctx: dict) -> tuple[float, float, str]:
             pass
     broker: EmbeddedBroker = ctx["broker"]
     broker.stop()  # finals must now go to the queue, whose disk is full
-    time.sleep(3.0)
+    time.sleep(DISK_FULL_OUTAGE_S)
     held = run.log_time("holding finals in memory")
     broker.start()
     end = run.now()
@@ -214,7 +215,7 @@ def run(models_dir: Path, faults: tuple[str, ...] = FAULTS, *, sentences: int = 
         workdir: Path | None = None, progress=lambda m: None) -> list[Result]:
     work = workdir or Path(tempfile.mkdtemp(prefix="appliance-faults-"))
     audio = work / "speech.wav"
-    need_s = FAULT_AT_S + (outage_s if "broker_outage" in faults else 5.0) + 10.0
+    need_s = FAULT_AT_S + max(outage_s if "broker_outage" in faults else 0.0, DISK_FULL_OUTAGE_S) + 10.0
     while True:
         audio_s = english_speech(audio, sentences)
         if audio_s >= need_s:
