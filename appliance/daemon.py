@@ -194,7 +194,9 @@ class Supervisor:
             path = SAMPLE
         if path is not None:
             self.status.set_mic_state(f"file {path.name}")
-            return FileSource(path, realtime=True)
+            from appliance.faults import replay_speed
+
+            return FileSource(path, realtime=True, speed=replay_speed())
         try:  # the panel shows this list while the microphone is open (no second PortAudio scan then)
             self._devices_seen = list(list_input_devices())
         except Exception as exc:

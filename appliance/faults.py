@@ -1,7 +1,9 @@
-"""Fault injection for the fault-injection suite: make a pipeline stage raise once, in a real daemon process.
+"""Test hooks of the daemon, for the fault-injection suite and the soak test; unset (always, in production)
+they do nothing.
 
 `APPLIANCE_FAULTS=recognizer@3,translator@1` makes the 3rd speech-recognition call and the 1st translation call
-of each started pipeline raise `InjectedFault`. Unset (always, in production) it does nothing.
+of each started pipeline raise `InjectedFault`. `APPLIANCE_REPLAY_SPEED=3` replays an input file three times
+faster than real time (compressed time for the soak test).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Callable
 log = logging.getLogger(__name__)
 
 ENV = "APPLIANCE_FAULTS"
+SPEED_ENV = "APPLIANCE_REPLAY_SPEED"
 STAGES = ("recognizer", "translator")
 
 
@@ -57,3 +60,15 @@ def inject_from_env(engines) -> None:
         for translator in engines.translators.values():
             original = translator.translate
             translator.translate = lambda *a, _t=original, **k: shared(_t, *a, **k)
+
+
+def replay_speed() -> float:
+    """APPLIANCE_REPLAY_SPEED as a factor (1.0 when unset); a bad value is an error that names the variable."""
+    raw = os.environ.get(SPEED_ENV, "").strip()
+    try:
+        speed = float(raw) if raw else 1.0
+    except ValueError:
+        speed = 0.0
+    if not 0.1 <= speed <= 100:
+        raise ValueError(f"{SPEED_ENV}={raw!r}: use a factor between 0.1 and 100")
+    return speed

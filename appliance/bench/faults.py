@@ -211,18 +211,21 @@ def baseline(setup: Setup) -> dict[str, int]:
     return got["counts"]
 
 
-def run(models_dir: Path, faults: tuple[str, ...] = FAULTS, *, sentences: int = 8, outage_s: float = 30.0,
-        workdir: Path | None = None, progress=lambda m: None) -> list[Result]:
-    work = workdir or Path(tempfile.mkdtemp(prefix="appliance-faults-"))
-    audio = work / "speech.wav"
+def prepare(models_dir: Path, workdir: Path, faults: tuple[str, ...], *, sentences: int = 2,
+            outage_s: float = 30.0) -> Setup:
+    """Speech long enough for the longest fault and its recovery (at least `sentences` sentences)."""
+    audio = workdir / "speech.wav"
     need_s = FAULT_AT_S + max(outage_s if "broker_outage" in faults else 0.0, DISK_FULL_OUTAGE_S) + 10.0
-    while True:
-        audio_s = english_speech(audio, sentences)
-        if audio_s >= need_s:
-            break
-        sentences += 2
-    setup = Setup(models_dir, work, audio, audio_s, outage_s)
-    progress(f"baseline ({audio_s:.0f} s of speech)")
+    while (audio_s := english_speech(audio, sentences)) < need_s:
+        sentences += 1
+    return Setup(models_dir, workdir, audio, audio_s, outage_s)
+
+
+def run(models_dir: Path, faults: tuple[str, ...] = FAULTS, *, outage_s: float = 30.0, workdir: Path | None = None,
+        progress=lambda m: None) -> list[Result]:
+    setup = prepare(models_dir, workdir or Path(tempfile.mkdtemp(prefix="appliance-faults-")), faults,
+                    outage_s=outage_s)
+    progress(f"baseline ({setup.audio_s:.0f} s of speech)")
     expected = baseline(setup)
     results = []
     for name in faults:
