@@ -26,6 +26,7 @@ from appliance.status import Status
 log = logging.getLogger(__name__)
 
 SAMPLE = Path(__file__).resolve().parent / "data" / "sample-en.flac"
+RECONNECT_MAX_S = 3.0  # longest wait between broker reconnection attempts: back within 5 s of the broker
 PIPELINE_STOP_S = 60.0  # shutdown waits this long for the pipeline to finish its last utterance
 # which config sections each stage is built from: a change restarts that stage only
 STAGE_SECTIONS = {"publisher": ("room", "broker", "state_dir"),
@@ -114,7 +115,8 @@ class Supervisor:
         from appliance.bus.publisher import Publisher
 
         publisher = Publisher(self._broker_config(), room=self.cfg.room.id, state_dir=Path(self.cfg.state_dir),
-                              on_state=self.status.set_broker_state, ha_discovery=self.cfg.broker.ha_discovery)
+                              on_state=self.status.set_broker_state, ha_discovery=self.cfg.broker.ha_discovery,
+                              max_backoff_s=RECONNECT_MAX_S)
         with self._sink_lock:
             old, self.publisher = self.publisher, publisher
         if old is not None:
