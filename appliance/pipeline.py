@@ -5,6 +5,9 @@ Threads and bounded queues; each worker owns its state (no locks on stream state
   recognizer      --caption queue (partials dropped when full, finals never)-->  translator thread
   translator      --> sink(CaptionEvent)   (the publisher, a collector, a printer...)
 The recognizer skips partials when it falls behind (audio backlog) and never skips a final.
+A worker that raises is restarted in place (a final being made is decoded or translated once more), up to
+STAGE_RESTARTS in STAGE_RESTART_WINDOW_S; past that it stays dead and `dead_stages()` tells the watchdog.
+Everything kept is bounded (latency Windows, the error deque, per-utterance maps pruned at each final).
 This module imports no MQTT and no Flask.
 """
 
