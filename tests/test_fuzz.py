@@ -32,13 +32,13 @@ TRACE = re.compile(r'Traceback \(most recent call last\)|File "[^"]+", line \d+'
 
 # ---- strategies ---------------------------------------------------------------------------------------------
 KEYS = [key for key, _, _ in cfgmod.reference()]
-odd_text = st.one_of(st.text(max_size=80), st.sampled_from(["", " ", "auto", "en", "pt,en", "0", "-1", "1e309", "nan",
+odd_text = st.one_of(st.text(max_size=40), st.sampled_from(["", " ", "auto", "en", "pt,en", "0", "-1", "1e309", "nan",
                                                             "true", "null", "room1", "../../etc/passwd", "\x00",
                                                             "<script>alert(1)</script>", "9" * 40, "é" * 300]))
 scalar = st.one_of(st.none(), st.booleans(), st.integers(min_value=-2**70, max_value=2**70),
                    st.floats(allow_nan=True, allow_infinity=True), odd_text)
 json_value = st.recursive(scalar, lambda inner: st.one_of(st.lists(inner, max_size=4),
-                                                          st.dictionaries(odd_text, inner, max_size=4)), max_leaves=12)
+                                                          st.dictionaries(odd_text, inner, max_size=4)), max_leaves=8)
 
 
 @st.composite
