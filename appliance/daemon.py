@@ -180,12 +180,11 @@ class Supervisor:
 
     def _sink(self, event) -> None:
         self.status.add_caption(event)
-        with self._sink_lock:
-            publisher = self.publisher
-        if publisher is not None:  # always set once running: a stopped or restarting one queues finals on disk
-            publisher.publish(event)
-        elif event.final:
-            log.error("final %s produced before the publisher started: not published", getattr(event, "id", "?"))
+        with self._sink_lock:  # under the lock: never into a publisher that is being swapped out
+            if self.publisher is not None:  # set once running; a stopped or restarting one queues finals on disk
+                self.publisher.publish(event)
+            elif event.final:
+                log.error("final %s produced before the publisher started: not published", getattr(event, "id", "?"))
 
     def _source(self):
         from appliance.audio import FileSource, MicrophoneSource, list_input_devices
