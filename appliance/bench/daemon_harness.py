@@ -181,12 +181,21 @@ class DaemonRun:
         return out
 
     def resources(self) -> dict:
-        """RSS (MB), open files and threads of the daemon process, from /proc."""
+        """RSS (MB), open files (not sockets), sockets and threads of the daemon process, from /proc. Sockets and
+        threads include the panel's connection from our own /healthz poll when one is in flight."""
         base = Path("/proc") / str(self.proc.pid)
         status = (base / "status").read_text()
         rss_kb = int(re.search(r"^VmRSS:\s+(\d+)", status, re.M).group(1))
         threads = int(re.search(r"^Threads:\s+(\d+)", status, re.M).group(1))
-        return {"rss_mb": round(rss_kb / 1024, 1), "open_files": len(os.listdir(base / "fd")), "threads": threads}
+        targets = []
+        for fd in os.listdir(base / "fd"):
+            try:
+                targets.append(os.readlink(base / "fd" / fd))
+            except OSError:  # closed while we looked
+                continue
+        sockets = sum(t.startswith("socket:") for t in targets)
+        return {"rss_mb": round(rss_kb / 1024, 1), "open_files": len(targets) - sockets, "sockets": sockets,
+                "threads": threads}
 
     def stop(self, timeout_s: float = 90.0) -> int:
         self._done.set()
