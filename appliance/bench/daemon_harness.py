@@ -220,11 +220,13 @@ class Window:
 
     @classmethod
     def of(cls, samples: list[Sample], start: float, end: float) -> "Window":
-        w = cls()
+        w, kinds = cls(), set()
         for s in samples:
             if start <= s.t <= end:
                 for p in s.problems:
-                    if p not in w.problems:
+                    kind = re.sub(r"\d+", "N", p)  # the same problem with another count is not news
+                    if kind not in kinds:
+                        kinds.add(kind)
                         w.problems.append(p)
                 if s.broker and s.broker not in w.broker_states:
                     w.broker_states.append(s.broker)
