@@ -232,12 +232,27 @@ def _add_transcribe(sub) -> None:
 
 
 # ---- bench --------------------------------------------------------------------------------------------------
+def cmd_bench_faults(args) -> int:
+    from appliance.bench import faults, report
+
+    names = tuple(n for n in args.faults.split(",") if n) if args.faults else faults.FAULTS
+    results = faults.run(_models_dir(args), names, outage_s=args.outage_s,
+                         progress=lambda m: print(m, file=sys.stderr, flush=True))
+    if args.json:
+        print(report.to_json({"faults": [r.__dict__ for r in results]}))
+    else:
+        print("\nfaults (real daemon, broker and models; one fault per run)\n")
+        print(report.table([r.row() for r in results], faults.COLUMNS))
+    return 0 if all(r.finals_lost == 0 and r.recover_s is not None for r in results) else 1
+
+
 def cmd_bench(args) -> int:
     from appliance.bench import report
 
     if args.part in OWN_BENCHES:
         return OWN_BENCHES[args.part](args)
-
+    if args.part == "faults":
+        return cmd_bench_faults(args)
     cfg = _load_config(args)
     if args.model:
         cfg.asr.model = args.model
@@ -310,48 +325,53 @@ OWN_BENCHES = {"archive": _bench_archive, "glossary": _bench_glossary}  # parts 
 
 def _add_bench(sub) -> None:
     p = sub.add_parser("bench", help="measure speed, memory and accuracy (tables; --json for machines)")
-    p.add_argument("part", nargs="?", choices=["all", "models", "pipeline", "speakers", *OWN_BENCHES], default="all",
-                   help="what to measure ('speakers': speaker turns on multi-speaker meetings; "
-                        "'speakers', 'archive' and 'glossary' are not part of 'all')")
+    p.add_argument("part", nargs="?", choices=["all", "models", "pipeline", "speakers", "faults", *OWN_BENCHES],
+                   default="all", help="all = models + pipeline; 'speakers': speaker turns on multi-speaker meetings; "
+                                       "'faults' runs the daemon through each fault (minutes); 'speakers', 'faults', "
+                                       "'archive' and 'glossary' are not part of 'all'")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--quick", action="store_true", help="a few clips only (smoke run)")
     p.add_argument("--model", default=None, help="speech model (default whisper-base)")
     p.add_argument("--config", default=None, help="config file for the pipeline part")
+    p.add_argument("--faults", default=None, help="faults part: comma-separated subset (default: all of them)")
+    p.add_argument("--outage-s", type=float, default=30.0, help="faults part: seconds the broker stays away")
     p.set_defaults(func=cmd_bench)
 
 
 # ---- run / demo ---------------------------------------------------------------------------------------------
-def _apply_run_flags(cfg, args):
+def run_overrides(args) -> dict:
+    """The run flags as dotted config keys. They win over the config file, at start and after every panel save,
+    for the life of the process (README: "Configuration precedence")."""
     from urllib.parse import urlparse
 
     from appliance import config
 
-    data = cfg.model_dump()
+    out: dict = {}
     if args.room:
-        data["room"]["id"] = args.room
+        out["room.id"] = args.room
     if args.broker:
         if args.broker == "embedded":
-            data["broker"]["mode"] = "embedded"
+            out["broker.mode"] = "embedded"
         else:
             url = urlparse(args.broker)
             if url.scheme not in ("mqtt", "mqtts") or not url.hostname:
                 raise config.ConfigError(f"--broker {args.broker}: use mqtt://host:port, mqtts://host:port or embedded")
-            data["broker"].update(mode="external", host=url.hostname, tls=url.scheme == "mqtts",
-                                  port=url.port or (8883 if url.scheme == "mqtts" else 1883))
+            out.update({"broker.mode": "external", "broker.host": url.hostname, "broker.tls": url.scheme == "mqtts",
+                        "broker.port": url.port or (8883 if url.scheme == "mqtts" else 1883)})
             if url.username:
-                data["broker"]["username"] = url.username
+                out["broker.username"] = url.username
             if url.password:
-                data["broker"]["password"] = url.password
+                out["broker.password"] = url.password
     if args.panel:
         host, _, port = args.panel.rpartition(":")
         if not host or not port.isdigit():
             raise config.ConfigError(f"--panel {args.panel}: use HOST:PORT, e.g. 127.0.0.1:8080")
-        data["panel"].update(host=host, port=int(port))
+        out.update({"panel.host": host, "panel.port": int(port)})
     if args.device is not None:
-        data["audio"]["device"] = int(args.device) if args.device.isdigit() else args.device
+        out["audio.device"] = int(args.device) if args.device.isdigit() else args.device
     if getattr(args, "state_dir", None):
-        data["state_dir"] = args.state_dir
-    return config.validate(data)
+        out["state_dir"] = args.state_dir
+    return out
 
 
 def cmd_run(args, *, demo: bool = False) -> int:
@@ -359,7 +379,8 @@ def cmd_run(args, *, demo: bool = False) -> int:
     from appliance.daemon import RunOptions, Supervisor
 
     path = Path(args.config) if args.config else (config.DEFAULT_PATH if not demo else _demo_config_path())
-    cfg = _apply_run_flags(config.load(path), args)
+    overrides = run_overrides(args)
+    cfg = config.with_overrides(config.load(path), overrides)
     if demo:  # a demo should start anywhere: move off ports another program (e.g. Debian's mosquitto) holds
         moved = {}
         if cfg.broker.mode == "embedded" and _busy(cfg.broker.port):
@@ -372,10 +393,12 @@ def cmd_run(args, *, demo: bool = False) -> int:
             moved["display.port"] = cfg.display.port = _free_port()
         if moved:
             log.warning("demo: default ports in use, using %s for this run", moved)
+            overrides.update(moved)  # held for the whole run, like a flag
     if args.input and not Path(args.input).is_file():
         raise FileNotFoundError(f"--input {args.input}: no such audio file")
     opts = RunOptions(config_path=path, models_dir=_models_dir(args), once=args.once,
-                      input_file=Path(args.input) if args.input else None, use_sample_without_mic=demo)
+                      input_file=Path(args.input) if args.input else None, use_sample_without_mic=demo,
+                      overrides=overrides)
     supervisor = Supervisor(cfg, opts)
     if demo:  # show the captions as a room display receives them: subscribers on the broker, one per language
         from appliance.display.terminal import print_finals

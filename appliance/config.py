@@ -13,7 +13,7 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Literal, Optional, Union
+from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -208,6 +208,33 @@ def load(path: str | os.PathLike | None = None) -> Config:
         return validate(data)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
+
+
+def with_overrides(cfg: Config, overrides: dict[str, Any]) -> Config:
+    """`cfg` with each dotted key (e.g. 'room.id') set to its value, validated as a whole.
+
+    The command line's flags are such overrides: they win over the file at start and over every later panel
+    save, for the life of the process (see README, "Configuration precedence")."""
+    data = cfg.model_dump()
+    for key, value in overrides.items():
+        *parents, name = key.split(".")
+        node = data
+        for part in parents:
+            node = node[part]
+        node[name] = value
+    return validate(data)
+
+
+def shadowed(cfg: Config, overrides: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """dotted key -> (value in `cfg`, value in force) for each override that differs from `cfg`."""
+    out = {}
+    for key, value in overrides.items():
+        node: Any = cfg
+        for part in key.split("."):
+            node = getattr(node, part)
+        if node != value:
+            out[key] = (node, value)
+    return out
 
 
 def save_atomic(config: Config, path: str | os.PathLike) -> None:

@@ -11,11 +11,12 @@ import logging
 import signal
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from appliance import __version__, notify
+from appliance import config as cfgmod
 from appliance.config import Config, ConfigError
 from appliance.engines import Engines, check_languages, load_engines, mt_pairs
 from appliance.pipeline import Pipeline
@@ -26,6 +27,23 @@ from appliance.status import Status
 log = logging.getLogger(__name__)
 
 SAMPLE = Path(__file__).resolve().parent / "data" / "sample-en.flac"
+RECONNECT_MAX_S = 3.0  # longest wait between broker reconnection attempts: back within 5 s of the broker
+PIPELINE_STOP_S = 60.0  # shutdown waits this long for the pipeline to finish its last utterance
+# which config sections each stage is built from: a change restarts that stage only
+STAGE_SECTIONS = {"publisher": ("room", "broker", "state_dir"),
+                  # the room and state folder too: the speaker store is kept per room under the state folder
+                  "pipeline": ("languages", "vad", "asr", "translation", "accelerator", "speakers", "room", "state_dir"),
+                  "archive": ("archive", "state_dir"),
+                  "capture": ("audio",)}
+
+
+def _shown(key: str, value: Any) -> Any:
+    """A config value as status and the panel may show it (secrets masked)."""
+    return "(set)" if "password" in key and value else value
+
+
+class ApplyError(RuntimeError):
+    """A config change that could not be applied; the daemon runs on the last working config."""
 
 
 @dataclass
@@ -35,6 +53,7 @@ class RunOptions:
     once: bool = False
     input_file: Path | None = None
     use_sample_without_mic: bool = False
+    overrides: dict[str, Any] = field(default_factory=dict)  # dotted key -> value from the command line
 
 
 def _lan_host() -> str:
@@ -72,7 +91,17 @@ class Supervisor:
         self._capture_stop = threading.Event()
         self._lock = threading.RLock()  # serialises config changes
         self._sink_lock = threading.Lock()
-        self._held: list = []  # finals produced while the publisher is being replaced
+        self._draining: list[threading.Thread] = []  # pipelines replaced by a config change, finishing their audio
+        self._capture_error = ""  # why the capture thread ended, when it ended on an error
+        self._devices_seen: list = []  # input devices listed before capture started (for the panel)
+        self.status.set_config_state("loaded", overrides={key: {"in_force": _shown(key, value)}
+                                                          for key, value in opts.overrides.items()})
+        self.status.add_check("capture", self._capture_problem)
+        self.status.add_check("broker", self._broker_problem)
+        self.status.add_check("publisher", self._publisher_problem)
+        self.status.add_check("queue", self._queue_problem, critical=False)  # a restart would lose what memory holds
+        self.status.add_check("config", self._config_file_problem, critical=False)  # a restart would not start
+        self._config_seen: tuple = (None, None)  # (mtime_ns, problem) of the config file last checked
 
     # ---- stages ---------------------------------------------------------------------------------------------
     @property
@@ -135,21 +164,24 @@ class Supervisor:
         return broker
 
     def start_publisher(self) -> None:
+        """Replace the publisher. The new one is the sink from the start: until it connects, its finals wait in
+        its on-disk queue (never in memory), and the old one flushes what it has before it stops."""
         from appliance.bus.publisher import Publisher
 
         publisher = Publisher(self._broker_config(), room=self.cfg.room.id, state_dir=Path(self.cfg.state_dir),
-                              on_state=self.status.set_broker_state, ha_discovery=self.cfg.broker.ha_discovery)
+                              on_state=self.status.set_broker_state, ha_discovery=self.cfg.broker.ha_discovery,
+                              max_backoff_s=RECONNECT_MAX_S)
+        with self._sink_lock:
+            old, self.publisher = self.publisher, publisher
+        if old is not None:
+            old.stop()
         publisher.start()
         publisher.publish_detail(self._detail())
-        with self._sink_lock:  # events held while the publisher was being replaced go out first, in order
-            held, self._held = self._held, []
-            self.publisher = publisher
-            for event in held:
-                publisher.publish(event)
 
     def stop_publisher(self) -> None:
+        """Flush and disconnect. The stopped publisher stays the sink: a late final still goes to its on-disk queue."""
         with self._sink_lock:
-            publisher, self.publisher = self.publisher, None
+            publisher = self.publisher
         if publisher is not None:
             publisher.stop()
 
@@ -188,16 +220,19 @@ class Supervisor:
         return cfg
 
     def start_pipeline(self) -> None:
-        from appliance import glossary
+        """Load the models and start a new pipeline; on failure the running one (if any) is left as it was."""
+        from appliance import faults, glossary
 
         cfg = self._usable_targets()
         glossary.install(glossary.store_for(cfg.state_dir))  # prompt_terms() reads the glossary the panel edits
-        self.engines = load_engines(cfg, self.opts.models_dir)
-        self.status.set_providers(self.engines.providers)
+        engines = load_engines(cfg, self.opts.models_dir)
+        faults.inject_from_env(engines)  # fault-injection tests only (APPLIANCE_FAULTS); nothing otherwise
         self._open_speakers()
-        self.pipeline = make_pipeline(cfg, self.engines, self._sink, realtime=True, speakers=self.speakers)
-        self.status.pipeline = self.pipeline
-        self.pipeline.start()
+        pipeline = make_pipeline(cfg, engines, self._sink, realtime=True, speakers=self.speakers)
+        pipeline.start()
+        self.engines, self.pipeline = engines, pipeline
+        self.status.set_providers(engines.providers)
+        self.status.pipeline = pipeline
 
     def start_archive(self) -> None:
         """Record finals by meeting (a bounded queue and its own writer thread: never slows captions)."""
@@ -234,11 +269,11 @@ class Supervisor:
         archive = self.archive
         if archive is not None:
             archive.put(event)
-        with self._sink_lock:
-            if self.publisher is not None:
+        with self._sink_lock:  # under the lock: never into a publisher that is being swapped out
+            if self.publisher is not None:  # set once running; a stopped or restarting one queues finals on disk
                 self.publisher.publish(event)
             elif event.final:
-                self._held.append(event)  # never lose a final while the publisher restarts
+                log.error("final %s produced before the publisher started: not published", getattr(event, "id", "?"))
 
     def _source(self):
         from appliance.audio import FileSource, MicrophoneSource, list_input_devices
@@ -249,7 +284,13 @@ class Supervisor:
             path = SAMPLE
         if path is not None:
             self.status.set_mic_state(f"file {path.name}")
-            return FileSource(path, realtime=True)
+            from appliance.faults import replay_speed
+
+            return FileSource(path, realtime=True, speed=replay_speed())
+        try:  # the panel shows this list while the microphone is open (no second PortAudio scan then)
+            self._devices_seen = list(list_input_devices())
+        except Exception as exc:
+            log.debug("listing input devices failed: %s", exc)
         return MicrophoneSource(self.cfg.audio.device, reopen_interval_s=self.cfg.audio.reopen_interval_s,
                                 on_state=self.status.set_mic_state)
 
@@ -285,6 +326,7 @@ class Supervisor:
             return
 
     def _capture_loop(self, source) -> None:
+        self._capture_error = ""
         try:
             for chunk in source:
                 pipeline = self.pipeline
@@ -297,6 +339,7 @@ class Supervisor:
         except Exception as exc:
             log.error("capture stopped: %s", exc)
             self.status.warn(f"capture: {exc}")
+            self._capture_error = " ".join(str(exc).split()) or type(exc).__name__
         finally:
             self._input_done.set()
 
@@ -313,7 +356,7 @@ class Supervisor:
     def start_panel(self) -> None:
         from appliance.panel import serve
 
-        self.panel = serve(self)
+        self.panel = serve(self, device_lister=self.list_devices)
 
     def start_display_server(self) -> None:
         """The read-only display pages on the room LAN (display.host:display.port), apart from the panel."""
@@ -357,43 +400,162 @@ class Supervisor:
             log.info("%s: %s", what, url)
 
     # ---- config changes -------------------------------------------------------------------------------------
-    def apply_config(self, new: Config) -> list[str]:
-        """Restart only the stages whose settings changed; returns their names."""
+    def apply_config(self, saved: Config) -> list[str]:
+        """Apply a config saved in the panel: command-line flags still win over it (RunOptions.overrides), and
+        only the stages whose settings changed restart. Returns their names.
+
+        When a stage fails to start, every stage touched is restarted on the last working config, and ApplyError
+        says so (the panel shows it; status shows 'rolled back')."""
+        new = cfgmod.with_overrides(saved, self.opts.overrides)
+        pinned = {key: {"saved": _shown(key, saved_v), "in_force": _shown(key, flag_v)}
+                  for key, (saved_v, flag_v) in cfgmod.shadowed(saved, self.opts.overrides).items()}
+        for key, v in pinned.items():
+            log.warning("config %s: the command line sets %r; the saved %r applies when the daemon starts without "
+                        "that flag", key, v["in_force"], v["saved"])
         with self._lock:
-            old, self.cfg = self.cfg, new
-            changed = [s for s in ("room", "languages", "audio", "vad", "asr", "translation", "broker", "accelerator",
-                                   "speakers")
-                       if getattr(old, s) != getattr(new, s)]
-            restarted = []
-            if {"broker", "room"} & set(changed):
-                self.stop_publisher()
-                if "broker" in changed and self.broker:
-                    self.broker.stop()
-                    self.broker = None
-                    self.start_broker()
-                elif self.broker is not None:  # a new room: its display user and ACL
-                    self.access.broker_users()
-                    self.broker.reload()
-                self.start_publisher()
-                restarted.append("publisher")
-            if {"languages", "vad", "asr", "translation", "accelerator", "speakers"} & set(changed):
-                old_pipeline = self.pipeline
-                self.start_pipeline()  # new pipeline takes audio from now on; the old one finishes what it has
-                if old_pipeline is not None:
-                    threading.Thread(target=old_pipeline.stop, name="pipeline-drain", daemon=True).start()
-                restarted.append("pipeline")
-                if self.publisher:
-                    self.publisher.publish_detail(self._detail())
-            if old.archive != new.archive:
-                self.stop_archive()
-                self.start_archive()
-                restarted.append("archive")
-            if "audio" in changed:
+            old, touched = self.cfg, []
+            try:
+                restarted = self._switch(old, new, touched)
+            except Exception as exc:
+                reason = " ".join(str(exc).split()) or type(exc).__name__
+                log.exception("applying the saved config failed (%s); rolling back to the last working config", reason)
+                self._roll_back(new, old, touched, reason)
+                raise ApplyError(f"{reason}; rolled back to the last working config") from None
+            note = f"restarted {', '.join(restarted)}" if restarted else "nothing to restart"
+            if pinned:
+                note += "; the command line keeps " + ", ".join(f"{k}={v['in_force']!r}" for k, v in pinned.items())
+            self.status.set_config_state("applied", note, overrides=pinned)
+            log.info("config applied: %s", note)
+            return restarted
+
+    def _switch(self, old: Config, new: Config, touched: list[str]) -> list[str]:
+        """Restart the stages whose sections differ; `touched` collects each stage as it is attempted."""
+        stages = [stage for stage, sections in STAGE_SECTIONS.items()
+                  if any(getattr(old, section) != getattr(new, section) for section in sections)]
+        self.cfg = new
+        for stage in stages:
+            touched.append(stage)
+            self._restart(stage, old, new)
+        return stages
+
+    def _roll_back(self, failed: Config, old: Config, touched: list[str], reason: str) -> None:
+        self.cfg = old
+        try:
+            for stage in touched:
+                self._restart(stage, failed, old)
+        except Exception as exc:
+            detail = " ".join(str(exc).split()) or type(exc).__name__
+            log.exception("rolling back failed too")
+            self.status.error(f"config change failed ({reason}) and rolling back failed ({detail})")
+            self.status.set_config_state("failed", f"{reason}; rolling back failed: {detail}")
+            raise ApplyError(f"{reason}; rolling back failed too: {detail}") from None
+        self.status.error(f"config change failed ({reason}); running on the last working config")
+        self.status.set_config_state("rolled back", reason)
+
+    def _retire(self, pipeline) -> None:
+        """Let a replaced pipeline finish what it has on a thread of its own; shutdown waits for it, so the process
+        never exits while one of its models is still running."""
+        self._draining = [t for t in self._draining if t.is_alive()]
+        thread = threading.Thread(target=pipeline.stop, args=(PIPELINE_STOP_S,), name="pipeline-drain", daemon=True)
+        thread.start()
+        self._draining.append(thread)
+
+    def _restart(self, stage: str, old: Config, new: Config) -> None:
+        if stage == "publisher":
+            if old.broker != new.broker and self.broker is not None:
+                self.broker.stop()
+                self.broker = None
+            if self.broker is None:
+                self.start_broker()
+            elif old.room.id != new.room.id:  # a new room: its display user and ACL
+                self.access.broker_users()
+                self.broker.reload()
+            self.start_publisher()
+        elif stage == "pipeline":
+            old_pipeline = self.pipeline
+            self.start_pipeline()  # the new pipeline takes audio from now on; the old one finishes what it has
+            if old_pipeline is not None and old_pipeline is not self.pipeline:
+                self._retire(old_pipeline)
+            if self.publisher is not None:
+                self.publisher.publish_detail(self._detail())
+        elif stage == "archive":
+            self.stop_archive()
+            self.start_archive()
+        elif stage == "capture":
+            self.stop_capture()
+            self.start_capture()
+
+    # ---- health ---------------------------------------------------------------------------------------------
+    def _capture_problem(self) -> str | None:
+        thread = self._capture_thread
+        if thread is not None and not thread.is_alive() and self._capture_error:
+            return f"stopped: {self._capture_error}"
+        return None
+
+    def _broker_problem(self) -> str | None:
+        broker = self.broker
+        if broker is None or self._stop.is_set():
+            return None
+        watcher = getattr(broker, "_watcher", None)
+        if not broker.running() and (watcher is None or not watcher.is_alive()):
+            return "embedded mosquitto exited and is no longer restarted"
+        return None
+
+    def _publisher_problem(self) -> str | None:
+        publisher = self.publisher
+        thread = getattr(publisher, "_thread", None)
+        if publisher is not None and thread is not None and not thread.is_alive() and not self._stop.is_set():
+            return "sender thread stopped"
+        return None
+
+    def _queue_problem(self) -> str | None:
+        spool = getattr(self.publisher, "spool", None)
+        if spool is not None and spool.disk_error:
+            return (f"cannot write {spool.path} ({spool.disk_error}); {spool.held_in_memory} final(s) held in memory "
+                    "until it can")
+        return None
+
+    def _config_file_problem(self) -> str | None:
+        """The config file as it is on disk now (re-read when it changes): a file damaged while we run would stop
+        the next start, so say it now. The running daemon keeps its last working config."""
+        path = self.opts.config_path
+        if path is None:
+            return None
+        try:
+            mtime = Path(path).stat().st_mtime_ns
+        except OSError:
+            return None  # no file: the defaults
+        if self._config_seen[0] != mtime:
+            try:
+                cfgmod.load(path)
+                problem = None
+            except ConfigError as exc:
+                problem = f"{exc}; running on the last working config, but a restart would fail until it is fixed"
+            self._config_seen = (mtime, problem)
+        return self._config_seen[1]
+
+    def heal(self) -> None:
+        """Called about once a second: restart capture that ended on an error (a file that simply ended is left)."""
+        if self.opts.once or self._stop.is_set() or not self._lock.acquire(blocking=False):
+            return
+        try:
+            thread = self._capture_thread
+            if thread is not None and not thread.is_alive() and self._capture_error:
+                log.warning("capture ended (%s): restarting it", self._capture_error)
                 self.stop_capture()
                 self.start_capture()
-                restarted.append("capture")
-            log.info("config applied: changed %s, restarted %s", changed or "nothing", restarted or "nothing")
-            return restarted
+        finally:
+            self._lock.release()
+
+    def list_devices(self) -> list:
+        """For the panel: a fresh PortAudio scan only while no microphone is capturing; during capture, the list
+        taken when it started (a second PortAudio instance beside a live stream can disturb it)."""
+        from appliance.audio import MicrophoneSource, list_input_devices
+
+        if isinstance(self.capture, MicrophoneSource) and self._capture_thread is not None and self._capture_thread.is_alive():
+            return list(self._devices_seen)
+        self._devices_seen = list(list_input_devices())
+        return list(self._devices_seen)
 
     # ---- main loop ------------------------------------------------------------------------------------------
     def healthy(self) -> bool:
@@ -419,6 +581,7 @@ class Supervisor:
             if self.opts.once and self._input_done.is_set():
                 break
             self.status.tick()
+            self.heal()
             if self.healthy():
                 notify.watchdog()
             notify.status(self.status.summary())
@@ -430,7 +593,9 @@ class Supervisor:
         log.info("stopping: capture, then flushing finals")
         self.stop_capture()
         if self.pipeline is not None:
-            self.pipeline.stop(timeout=60)
+            self.pipeline.stop(timeout=PIPELINE_STOP_S)
+        for thread in self._draining:  # pipelines replaced by a config change finish their last utterance
+            thread.join(PIPELINE_STOP_S)
         self.stop_archive()  # writes the finals still queued
         if self.speakers is not None:
             self.speakers.close()

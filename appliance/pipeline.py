@@ -5,6 +5,9 @@ Threads and bounded queues; each worker owns its state (no locks on stream state
   recognizer      --caption queue (partials dropped when full, finals never)-->  translator thread
   translator      --> sink(CaptionEvent)   (the publisher, a collector, a printer...)
 The recognizer skips partials when it falls behind (audio backlog) and never skips a final.
+A worker that raises is restarted in place (a final being made is decoded or translated once more), up to
+STAGE_RESTARTS in STAGE_RESTART_WINDOW_S; past that it stays dead and `dead_stages()` tells the watchdog.
+Everything kept is bounded (latency Windows, the error deque, per-utterance maps pruned at each final).
 This module imports no MQTT and no Flask.
 An optional `speakers` object (appliance.speakers.SpeakerTracker) names the speaker of partials and finals on
 the recognizer thread; captions go on without it.
@@ -17,6 +20,7 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
@@ -41,6 +45,34 @@ CUT_SEARCH_S = 4.0  # when a segment reaches max length, cut at the quietest poi
 END_PROBE_S = 0.1  # silence after speech before the end-of-speech probe decodes
 PARTIAL_DUTY = 2.0  # in real time, at least this many seconds of audio per second spent on one partial
 FALLBACK_BEAM = 4  # beam used when a greedy final fails Whisper's thresholds
+STATS_WINDOW = 2000  # latency samples kept per series (counts and sums stay exact)
+ERRORS_KEPT = 20  # worker error messages kept
+STAGE_RESTARTS = 5  # a worker that fails this often ...
+STAGE_RESTART_WINDOW_S = 60.0  # ... within this window stays dead: health reports it and the watchdog stops
+STOP_TIMEOUT_S = 120.0  # stop() gives up waiting for the workers after this long
+
+
+def _put_dropping_oldest(q: queue.Queue, item) -> None:
+    """Put without blocking: a full queue loses its oldest item."""
+    while True:
+        try:
+            q.put_nowait(item)
+            return
+        except queue.Full:
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                pass
+
+
+def _put_with_timeout(q: queue.Queue, item, timeout_s: float) -> bool:
+    """Put, waiting at most `timeout_s` (a dead consumer must not hang its producer)."""
+    try:
+        q.put(item, timeout=timeout_s)
+        return True
+    except queue.Full:
+        log.error("queue full for %.0f s: its consumer is stuck or dead", timeout_s)
+        return False
 
 
 def _needs_fallback(result) -> bool:
@@ -50,6 +82,31 @@ def _needs_fallback(result) -> bool:
 
 TRAILING_SILENCE = int(0.2 * SR)  # of the VAD's hangover, keep this much silence after speech for the final decode
 _STOP = object()
+
+
+class Window:
+    """The last `maxlen` samples of a series (iterable like a list) plus the exact count and sum of all of them."""
+
+    def __init__(self, values: Iterable[float] = (), maxlen: int = STATS_WINDOW):
+        self._recent: deque = deque(maxlen=maxlen)
+        self.count = 0
+        self.total = 0.0
+        for v in values:
+            self.append(v)
+
+    def append(self, value: float) -> None:
+        self._recent.append(value)
+        self.count += 1
+        self.total += value
+
+    def __iter__(self):
+        return iter(list(self._recent))
+
+    def __len__(self) -> int:
+        return len(self._recent)
+
+    def __repr__(self) -> str:
+        return f"Window(count={self.count}, recent={list(self._recent)[-5:]})"
 
 
 @dataclass
@@ -66,10 +123,11 @@ class Stats:
     mt_rejected: int = 0
     audio_dropped_chunks: int = 0
     behind: bool = False
-    final_latency_s: list[float] = field(default_factory=list)
-    first_partial_s: list[float] = field(default_factory=list)
-    mt_ms: list[float] = field(default_factory=list)
-    translated_extra_by_source: dict[str, list[float]] = field(default_factory=dict)  # source lang -> delays
+    final_latency_s: Window = field(default_factory=Window)
+    first_partial_s: Window = field(default_factory=Window)
+    mt_ms: Window = field(default_factory=Window)
+    translated_extra_by_source: dict[str, Window] = field(default_factory=dict)  # source lang -> delays
+    restarts: int = 0  # worker restarts after an exception
 
     @property
     def translated_extra_s(self) -> list[float]:
@@ -153,8 +211,11 @@ class Pipeline:
         self._utt: _Utterance | None = None
         self._last_translated: dict[tuple[str, str], str] = {}
         self._routes: dict[str, dict[str, Route | None]] = {}
-        self.errors: list[str] = []
-        self.warnings: list[str] = []  # problems that cost a feature (speaker labels), not captions
+        self.errors: deque[str] = deque(maxlen=ERRORS_KEPT)
+        self.warnings: deque[str] = deque(maxlen=ERRORS_KEPT)  # problems that cost a feature (speaker labels), not captions
+        self.failing: dict[str, str] = {}  # stage -> its last error, until that stage next succeeds
+        self._restarts: dict[str, deque] = {"recognizer": deque(), "translator": deque()}
+        self._finalising: _Utterance | None = None  # the utterance being finalised (kept across a restart)
         self._audio_t = 0.0  # audio seconds taken from the queue so far
         self._last_partial_s = 0.0  # how long the last partial decode took
 
@@ -194,40 +255,93 @@ class Pipeline:
                 except queue.Empty:
                     pass
 
-    def stop(self, timeout: float | None = None) -> None:
-        """Finish what was fed (the open utterance becomes a final), then stop the workers."""
-        self._audio_q.put(_STOP)
+    def stop(self, timeout: float = STOP_TIMEOUT_S) -> bool:
+        """Finish what was fed (the open utterance becomes a final), then stop the workers.
+
+        Always returns within about `timeout` seconds, even with a full queue or a dead worker; False when a
+        worker was still running then (logged)."""
+        deadline = time.monotonic() + timeout
+        recognizer_alive = bool(self._threads) and self._threads[0].is_alive()
+        if not (recognizer_alive and _put_with_timeout(self._audio_q, _STOP, timeout / 2)):
+            _put_dropping_oldest(self._audio_q, _STOP)  # nobody is taking audio: the oldest chunk makes room
         for t in self._threads:
-            t.join(timeout)
+            t.join(max(0.0, deadline - time.monotonic()))
+        alive = [t.name for t in self._threads if t.is_alive()]
+        if alive:
+            log.error("pipeline stop: %s still busy after %.0f s; leaving it behind", ", ".join(alive), timeout)
+        return not alive
+
+    def dead_stages(self) -> list[str]:
+        """Workers that were started and have exited on their own (not by stop())."""
+        return [t.name for t in self._threads if not t.is_alive() and not getattr(t, "stopped", False)]
 
     def backlog_s(self) -> float:
         return self._audio_q.qsize() * 512 / SR
 
     # ---- recognizer -----------------------------------------------------------------------------------------
     def _recognizer(self) -> None:
-        try:
-            while True:
-                item = self._audio_q.get()
-                if item is _STOP:
-                    for ev in self.segmenter.flush():
-                        self._on_vad(ev, time.monotonic())
-                    if self._utt is not None:
-                        self._finalise(self._utt, time.monotonic())
-                        self._utt = None
-                    self._caption_q.put(_STOP)
+        """Runs `_recognize`; an exception restarts it (the open utterance is kept, so its final is not lost)
+        until the stage has failed STAGE_RESTARTS times in a window: then it stays dead for the watchdog."""
+        while True:
+            try:
+                self._recognize()
+                threading.current_thread().stopped = True
+                return
+            except Exception as exc:  # a crashed worker must be visible, not silent
+                log.exception("recognizer failed")
+                if not self._may_restart("recognizer", exc):
+                    _put_with_timeout(self._caption_q, _STOP, STOP_TIMEOUT_S)
                     return
-                samples, wall = item
-                t0 = time.perf_counter()
-                self.stats.audio_s += len(samples) / SR
-                self._audio_t += len(samples) / SR
-                for ev in self.segmenter.process(samples):
-                    self._on_vad(ev, wall)
-                self._probe_end(wall)
-                self.stats.busy_s += time.perf_counter() - t0
-        except Exception as exc:  # a crashed worker must be visible, not silent
-            log.exception("recognizer failed")
-            self.errors.append(f"recognizer: {exc}")
-            self._caption_q.put(_STOP)
+                self._retry_final()
+
+    def _retry_final(self) -> None:
+        """After a restart: decode again the utterance whose final was being made when the stage failed (once)."""
+        utt, self._finalising = self._finalising, None
+        if utt is None:
+            return
+        if self._utt is utt:
+            self._utt = None
+        try:
+            self._finalise(utt, time.monotonic())
+        except Exception as exc:
+            log.exception("utterance %s: final failed twice; dropped", utt.id)
+            self.errors.append(f"recognizer: utterance {utt.id} dropped after two failures: {exc}")
+
+    def _may_restart(self, stage: str, exc: Exception) -> bool:
+        message = f"{stage}: {exc}"
+        self.errors.append(message)
+        self.failing[stage] = message
+        times, now = self._restarts[stage], time.monotonic()
+        while times and now - times[0] > STAGE_RESTART_WINDOW_S:
+            times.popleft()
+        if len(times) >= STAGE_RESTARTS:
+            log.error("%s failed %d times in %.0f s: left stopped", stage, len(times) + 1, STAGE_RESTART_WINDOW_S)
+            return False
+        times.append(now)
+        self.stats.restarts += 1
+        log.warning("%s restarted after: %s", stage, exc)
+        return True
+
+    def _recognize(self) -> None:
+        while True:
+            item = self._audio_q.get()
+            if item is _STOP:
+                for ev in self.segmenter.flush():
+                    self._on_vad(ev, time.monotonic())
+                if self._utt is not None:
+                    self._finalise(self._utt, time.monotonic())
+                    self._utt = None
+                _put_with_timeout(self._caption_q, _STOP, STOP_TIMEOUT_S)
+                return
+            samples, wall = item
+            t0 = time.perf_counter()
+            self.stats.audio_s += len(samples) / SR
+            self._audio_t += len(samples) / SR
+            for ev in self.segmenter.process(samples):
+                self._on_vad(ev, wall)
+            self._probe_end(wall)
+            self.stats.busy_s += time.perf_counter() - t0
+            self.failing.pop("recognizer", None)
 
     def _on_vad(self, ev, wall: float) -> None:
         if ev.kind == "start":
@@ -321,6 +435,7 @@ class Pipeline:
         audio = utt.audio()
         if len(audio) < SR * 0.2:
             return
+        self._finalising = utt  # a restart after a failure below retries this final
         lang = self._lock_language(utt, audio, final=True)
         t0 = time.perf_counter()
         if (self.beam_size == 1 and utt.last is not None and speech_samples is not None
@@ -343,8 +458,11 @@ class Pipeline:
             log.info("utterance %s rejected (%s): %r", utt.id, reason, result.text)
             if self.speakers is not None:
                 self.speakers.discard(utt.id)
-            if utt.first_partial_done:  # retract the provisional caption
+            if utt.first_partial_done:  # retract the provisional caption, and its translations (translator)
                 self._emit(utt.id, True, lang, lang, "", utt.start, utt.start + utt.seconds, {})
+                _put_with_timeout(self._caption_q, _SourceCaption(utt.id, True, lang, "", utt.start, utt.start + utt.seconds,
+                                                                  None, speech_end_wall, 0.0), STOP_TIMEOUT_S)
+            self._finalising = None
             return
         asr_s = time.perf_counter() - t0
         end = utt.start + utt.seconds
@@ -360,6 +478,7 @@ class Pipeline:
         english = None  # after the source final is out: Whisper's translate task for routes that need English
         if lang != "en" and any(r and r[0].engine == "whisper" for r in self.routes(lang).values()):
             english = self.asr.transcribe(audio, language=lang, task="translate", beam_size=self.beam_size).text.strip()
+        self._finalising = None
         self._caption_q.put(_SourceCaption(utt.id, True, lang, text, utt.start, end, english, speech_end_wall, asr_s,
                                            emitted, utt.speaker))
 
@@ -386,19 +505,37 @@ class Pipeline:
 
     # ---- translator -----------------------------------------------------------------------------------------
     def _translator(self) -> None:
+        """One caption at a time; an exception restarts the stage and a final is translated again (once), until
+        the stage has failed STAGE_RESTARTS times in a window: then it stays dead for the watchdog."""
         while True:
             cap = self._caption_q.get()
             if cap is _STOP:
+                threading.current_thread().stopped = True
                 return
-            try:
-                self._translate(cap)
-            except Exception as exc:
-                log.exception("translation of utterance %s failed", cap.utt_id)
-                self.errors.append(f"translator: {exc}")
+            for attempt in (1, 2) if cap.final else (1,):
+                try:
+                    self._translate(cap)
+                    self.failing.pop("translator", None)
+                    break
+                except Exception as exc:
+                    log.exception("translation of utterance %s failed (attempt %d)", cap.utt_id, attempt)
+                    if not self._may_restart("translator", exc):
+                        return
+            if cap.final:
+                self._retract_translations(cap)
+
+    def _retract_translations(self, cap: _SourceCaption) -> None:
+        """After a final: every target that showed a translated partial and got no final gets an empty final,
+        so displays drop the stale partial (a rejected source final or a rejected translation)."""
+        for target in self.targets:
+            key = (cap.utt_id, target)
+            self._last_translated.pop(key, None)
+            if target != cap.lang and key in self._revs:
+                self._emit(cap.utt_id, True, target, cap.lang, "", cap.start, cap.end, {})
 
     def _translate(self, cap: _SourceCaption) -> None:
-        if not cap.final and not cap.text:
-            return
+        if not cap.text:
+            return  # an empty partial has nothing to show; an empty final is a retraction (_retract_translations)
         for target, route in self.routes(cap.lang).items():
             if not route:
                 continue  # same language (published by the recognizer) or no route (reported at start)
@@ -423,14 +560,16 @@ class Pipeline:
                 self.stats.mt_rejected += 1
                 log.info("translation %s->%s of utterance %s rejected (%s): %r", cap.lang, target, cap.utt_id, reason, text)
                 continue
-            self._last_translated[key] = cap.text
+            if cap.final:
+                self._last_translated.pop(key, None)
+            else:
+                self._last_translated[key] = cap.text
             # a translated partial comes from the source's stable prefix only; it is still provisional as a whole
             self._emit(cap.utt_id, cap.final, target, cap.lang, text, cap.start, cap.end, {"asr": cap.asr_s, "mt": mt_s},
                        stable=text if cap.final else "", speaker=cap.speaker)
             if cap.final:
                 self.stats.mt_ms.append(mt_s * 1000)
-                self.stats.translated_extra_by_source.setdefault(cap.lang, []).append(time.monotonic() - cap.emitted_mono)
-                self._last_translated.pop(key, None)
+                self.stats.translated_extra_by_source.setdefault(cap.lang, Window()).append(time.monotonic() - cap.emitted_mono)
 
     # ---- speakers -------------------------------------------------------------------------------------------
     def _speaker(self, utt: _Utterance, audio: np.ndarray, final_lang: str | None = None) -> dict | None:

@@ -12,7 +12,7 @@ import math
 import threading
 import time
 from collections import Counter, deque
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 __all__ = ["Status", "percentile", "STALL_BACKLOG_S", "STALL_S"]
 
@@ -71,6 +71,8 @@ class Status:
         self._messages: deque = deque(maxlen=max_messages)
         self._latency: dict[str, deque] = {}
         self._latency_totals: dict[str, list[float]] = {}  # stage -> [count, sum]
+        self._checks: dict[str, tuple[Callable[[], str | None], bool]] = {}
+        self._config: dict = {"state": "loaded", "detail": "", "at": self.started, "overrides": {}}
 
     # ---- writers --------------------------------------------------------------------------------------------
     def set_broker_state(self, state: str, detail: str = "") -> None:
@@ -172,10 +174,15 @@ class Status:
         stats = getattr(self.pipeline, "stats", None)
         if stats is not None:
             for stage, (attr, factor) in PIPELINE_STAGES.items():
-                values = list(getattr(stats, attr, None) or [])
+                series = getattr(stats, attr, None)
+                if series is None:
+                    continue
+                values = list(series)[-LATENCY_WINDOW:]  # a bounded pipeline Window (or a plain list)
                 if values:
-                    out[stage] = self._summ([v * factor for v in values[-LATENCY_WINDOW:]], len(values),
-                                            sum(values) * factor)
+                    count = getattr(series, "count", None)
+                    exact = isinstance(count, int)  # a Window counts every sample, not only the recent ones
+                    out[stage] = self._summ([v * factor for v in values], count if exact else len(values),
+                                            (series.total if exact else sum(values)) * factor)
         with self._lock:
             own = {k: (list(v), list(self._latency_totals[k])) for k, v in self._latency.items()}
         for stage, (values, (count, total)) in own.items():
@@ -186,22 +193,64 @@ class Status:
     def _summ(window: list[float], count: int, total: float) -> dict:
         return {"p50": percentile(window, 50), "p95": percentile(window, 95), "count": count, "sum": total}
 
+    def add_check(self, name: str, check: Callable[[], str | None], *, critical: bool = True) -> None:
+        """A stage's own health check: returns None when fine, else one line saying what is wrong.
+        Checked on every health() call, so a problem clears as soon as the stage works again. A problem of a
+        non-critical check is listed but leaves the verdict healthy (a restart would not fix it)."""
+        with self._lock:
+            self._checks[name] = (check, critical)
+
+    def remove_check(self, name: str) -> None:
+        with self._lock:
+            self._checks.pop(name, None)
+
+    def set_config_state(self, state: str, detail: str = "", overrides: dict | None = None) -> None:
+        """How the last config change went ('applied', 'rolled back', ...) and which keys the command line pins."""
+        with self._lock:
+            self._config = {"state": str(state), "detail": str(detail or ""), "at": time.time(),
+                            "overrides": dict(self._config.get("overrides", {}) if overrides is None else overrides)}
+
+    def config_state(self) -> dict:
+        with self._lock:
+            return dict(self._config, overrides=dict(self._config["overrides"]))
+
+    def broker_state(self) -> str:
+        with self._lock:
+            return self._broker["state"]
+
     def health(self) -> tuple[bool, list[str]]:
-        """(healthy, problems): the pipeline runs, has no errors and is not stalled behind its audio."""
+        """(healthy, problems): every stage check passes, and the pipeline runs, is not failing and is not stalled
+        behind its audio. A problem is reported while it lasts; it clears when the stage works again."""
+        with self._lock:
+            checks = list(self._checks.items())
+        problems, notes = [], []
+        for name, (check, critical) in checks:
+            try:
+                problem = check()
+            except Exception as exc:  # a broken check is itself a problem, never a crash of /healthz
+                problem = f"health check failed ({type(exc).__name__})"
+            if problem:
+                (problems if critical else notes).append(f"{name}: {problem}")
         p = self.pipeline
         if p is None:
-            return False, ["pipeline not running"]
-        problems = [f"pipeline error: {e}" for e in list(getattr(p, "errors", []) or [])[-3:]]
+            return False, problems + ["pipeline not running"] + notes
+        dead = p.dead_stages() if callable(getattr(p, "dead_stages", None)) else []
+        problems += [f"pipeline stage {name} stopped" for name in dead]
+        failing = getattr(p, "failing", None)
+        if failing is None:  # a pipeline without per-stage state: its recent errors
+            problems += [f"pipeline error: {e}" for e in list(getattr(p, "errors", []) or [])[-3:]]
+        else:
+            problems += [f"pipeline error: {e}" for e in list(dict(failing).values())]
         backlog = p.backlog_s() if callable(getattr(p, "backlog_s", None)) else 0.0
         idle = time.monotonic() - self.last_progress
         if backlog > STALL_BACKLOG_S and idle > STALL_S:
             problems.append(f"recognition stalled: {backlog:.1f} s of audio waiting, no progress for {idle:.0f} s")
-        return not problems, problems
+        return not problems, problems + notes
 
     def counters(self) -> dict:
         stats = getattr(self.pipeline, "stats", None)
         out = {name: int(getattr(stats, name, 0) or 0) for name in
-               ("partials", "partials_skipped", "finals", "rejected", "mt_rejected", "audio_dropped_chunks")}
+               ("partials", "partials_skipped", "finals", "rejected", "mt_rejected", "audio_dropped_chunks", "restarts")}
         out["behind"] = bool(getattr(stats, "behind", False))
         out["audio_s"] = float(getattr(stats, "audio_s", 0.0) or 0.0)
         out["rtf"] = float(getattr(stats, "rtf", 0.0) or 0.0)
@@ -216,10 +265,11 @@ class Status:
             broker, mic = dict(self._broker), dict(self._mic)
             messages = [dict(m) for m in self._messages]
             providers = list(self._providers)
+            config = dict(self._config, overrides=dict(self._config["overrides"]))
         return {"started": self.started, "uptime_s": round(self.uptime_s, 1), "healthy": healthy, "problems": problems,
                 "pipeline": self.counters(), "latency": self.latencies(), "broker": broker, "microphone": mic,
                 "input": self.input_level(), "providers": providers, "captions": captions, "caption_counts": counts,
-                "messages": messages}
+                "messages": messages, "config": config}
 
     def summary(self) -> str:
         """One line for `systemctl status` (sd_notify STATUS=)."""
@@ -232,6 +282,10 @@ class Status:
             parts.append(f"{c['partials_skipped']} partials skipped")
         if warnings:
             parts.append(f"{warnings} warnings")
+        with self._lock:
+            config_state = self._config["state"]
+        if config_state == "rolled back":
+            parts.append("config rolled back")
         if not healthy:
             parts.append("UNHEALTHY: " + "; ".join(problems))
         return ", ".join(parts)

@@ -8,9 +8,13 @@ from appliance.audio.base import SR
 
 
 def to_mono(samples: np.ndarray) -> np.ndarray:
-    """(frames,) or (frames, channels) -> (frames,) float32, channels averaged."""
+    """(frames,) or (frames, channels) -> (frames,) float32, channels averaged. Samples outside [-1, 1] are
+    clipped and NaN / infinite ones (a damaged float file) become silence, so the models never see them."""
     x = np.asarray(samples, dtype=np.float32)
-    return x.mean(axis=1, dtype=np.float32) if x.ndim == 2 else x.reshape(-1)
+    x = x.mean(axis=1, dtype=np.float32) if x.ndim == 2 else x.reshape(-1)
+    if x.size and not np.isfinite(x).all():
+        x = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
+    return np.clip(x, -1.0, 1.0)
 
 
 def pcm16_to_float(data: bytes, channels: int) -> np.ndarray:

@@ -43,9 +43,10 @@ def load_audio(path: str | Path) -> np.ndarray:
 class FileSource(AudioSource):
     """Replay a file as AudioChunks of 512 samples: at real-time speed (`realtime=True`) or as fast as it is read."""
 
-    def __init__(self, path: str | Path, realtime: bool = True, chunk: int = CHUNK):
+    def __init__(self, path: str | Path, realtime: bool = True, chunk: int = CHUNK, speed: float = 1.0):
         self.path = Path(path)
         self.realtime = realtime
+        self.speed = float(speed)  # realtime replay this many times faster (soak tests compress time)
         self.chunk = int(chunk)
         _open(self.path).close()  # fail now, with a clear message, rather than in the capture thread
         self._closed = threading.Event()
@@ -66,10 +67,10 @@ class FileSource(AudioSource):
                 pending = np.concatenate([pending, resampler(to_mono(data), last=last)])
                 while len(pending) >= self.chunk or (last and len(pending)):
                     out, pending = pending[:self.chunk], pending[self.chunk:]
-                    if self.realtime and (delay := t0 + (sent + len(out)) / SR - time.monotonic()) > 0:
+                    if self.realtime and (delay := t0 + (sent + len(out)) / SR / self.speed - time.monotonic()) > 0:
                         if self._closed.wait(delay):
                             return
-                    yield AudioChunk(out, t0 + sent / SR if self.realtime else time.monotonic())
+                    yield AudioChunk(out, t0 + sent / SR / self.speed if self.realtime else time.monotonic())
                     sent += len(out)
                 if last:
                     log.info("%s: end of file after %.1f s", self.path.name, sent / SR)

@@ -161,8 +161,9 @@ def create_app(config_path: str | os.PathLike, status: Status, *, models_dir: st
         apply = ctx.applier.state()
         apply["show"] = apply["state"] in ("applying", "failed") or (
             apply["state"] == "applied" and time.time() - apply["at"] < APPLIED_NOTICE_S)
+        pinned = ctx.status.config_state()["overrides"] if logged_in() else {}
         return {"csrf_token": session["csrf"], "logged_in": logged_in(), "pages": views.PAGES, "apply_state": apply,
-                "tls_fingerprint": ctx.tls_fingerprint, "display_url": _display_url(ctx)}
+                "tls_fingerprint": ctx.tls_fingerprint, "display_url": _display_url(ctx), "pinned": pinned}
 
     @app.after_request
     def headers(resp):

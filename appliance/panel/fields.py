@@ -109,6 +109,8 @@ def set_path(data: dict, key: str, value: Any) -> None:
     node = data
     for part in parts[:-1]:
         node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            return  # the data holds something else here: validation names that key
     node[parts[-1]] = value
 
 

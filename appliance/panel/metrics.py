@@ -51,7 +51,8 @@ def render(snapshot: dict) -> str:
                            ("partials_skipped", "Partial captions skipped to keep up."),
                            ("rejected", "Recognitions rejected by the hallucination guards."),
                            ("mt_rejected", "Translations rejected by the guards."),
-                           ("audio_dropped_chunks", "Audio chunks dropped because the queue was full.")):
+                           ("audio_dropped_chunks", "Audio chunks dropped because the queue was full."),
+                           ("restarts", "Pipeline stages restarted after an exception.")):
         o.family(f"appliance_{key}_total", "counter", help_text, [({}, p[key])])
     samples, extra = [], []
     for stage, s in sorted(snapshot["latency"].items()):
