@@ -40,6 +40,10 @@ class LanguageConfig(_Section):
                         description="Language spoken in the room: 'auto' to detect per speaker turn, or an ISO 639-1 code.")
     targets: list[str] = Field(default_factory=lambda: ["en", "pt"], title="Target languages",
                                description="Caption languages published for displays (ISO 639-1 codes).")
+    spoken: list[str] = Field(default_factory=list, title="Spoken languages",
+                              description="Languages people may speak in this room (ISO 639-1 codes). With 'auto', language "
+                                          "identification chooses only among them (one code: nothing to detect); empty: any "
+                                          "language the speech model knows.")
 
     @field_validator("source")
     @classmethod
@@ -49,7 +53,7 @@ class LanguageConfig(_Section):
             raise ValueError("must be 'auto' or a language code such as 'en'")
         return v
 
-    @field_validator("targets")
+    @field_validator("targets", "spoken")
     @classmethod
     def _targets(cls, v: list[str]) -> list[str]:
         out: list[str] = []

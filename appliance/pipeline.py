@@ -21,6 +21,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from appliance import guards
+from appliance.asr import language as lid
 from appliance.asr.stable import StablePrefix
 from appliance.captions import layout
 from appliance.events import CaptionEvent
@@ -32,9 +33,6 @@ SR = 16000
 AUDIO_QUEUE_SECONDS = 30.0  # capture keeps this much audio waiting before dropping the oldest
 BEHIND_SECONDS = 1.0  # audio backlog above which partials are skipped
 MIN_PARTIAL_AUDIO_S = 0.6  # no partial before this much speech
-LANG_DETECT_MIN_S = 1.0  # auto language: first detection once this much speech is in
-LANG_LOCK_PROB = 0.8  # lock the turn's language as soon as detection is this confident
-LANG_LOCK_MAX_S = 3.0  # ... or once this much speech is in (most likely language)
 CUT_SEARCH_S = 4.0  # when a segment reaches max length, cut at the quietest point of its last seconds
 END_PROBE_S = 0.1  # silence after speech before the end-of-speech probe decodes
 PARTIAL_DUTY = 2.0  # in real time, at least this many seconds of audio per second spent on one partial
@@ -125,12 +123,18 @@ class Pipeline:
     def __init__(self, *, asr, segmenter, translators: dict[tuple[str, str], object], sink: Callable[[CaptionEvent], None],
                  source_lang: str = "auto", targets: Iterable[str] = (), beam_size: int = 1, mt_beam_size: int = 1,
                  partial_interval_s: float = 0.5, max_segment_s: float = 15.0, partials: bool = True,
-                 skip_when_behind: bool = True):
+                 skip_when_behind: bool = True, spoken: Iterable[str] = ()):
         self.asr = asr
         self.segmenter = segmenter
         self.translators = dict(translators)
         self.sink = sink
         self.source_lang = source_lang
+        self.candidates = lid.candidates(getattr(asr, "languages", ["en"]), list(spoken)) if source_lang == "auto" \
+            else [source_lang]
+        if not self.candidates:
+            raise ValueError(f"none of the spoken languages {list(spoken)} is known to the speech model")
+        self.language_prior: Callable[[], dict[str, float]] = lambda: lid.sticky_prior(self._last_lang)
+        self._last_lang: str | None = None  # the previous turn's language (the default prior)
         self.targets = list(targets)
         self.beam_size = beam_size
         self.mt_beam_size = mt_beam_size
@@ -229,7 +233,7 @@ class Pipeline:
             onset = ev.onset if getattr(ev, "onset", None) is not None else ev.start
             onset_wall = wall - max(0.0, self._audio_t - onset)
             self._utt = _Utterance(id=f"{self._id_prefix}-{next(self._ids)}", start=ev.start, onset_wall=onset_wall,
-                                   language=None if self.source_lang == "auto" else self.source_lang)
+                                   language=self.candidates[0] if lid.fixed(len(self.candidates)) else None)
         utt = self._utt
         if utt is None:
             return
@@ -274,17 +278,20 @@ class Pipeline:
         return max(self.partial_interval, int(PARTIAL_DUTY * self._last_partial_s * SR))
 
     def _lock_language(self, utt: _Utterance, audio: np.ndarray, *, final: bool = False) -> str | None:
-        """Detect the turn's language and lock it once confident (or once enough speech is in, or at the final)."""
+        """Detect the turn's language among the candidates, weighted by the prior (`language_prior`: the previous
+        turn's language by default; speaker turns may set a per-speaker one), and lock it once confident."""
         if utt.language is None:
-            lang, p = self.asr.detect_language(audio)[0]
-            if p >= LANG_LOCK_PROB or utt.seconds >= LANG_LOCK_MAX_S or final:
-                utt.language = lang
-                log.info("utterance %s: language %s (p=%.2f, %.1f s), locked for the turn", utt.id, lang, p, utt.seconds)
+            n = len(self.candidates)
+            choice = lid.choose(self.asr.detect_language(audio), allowed=self.candidates, prior=self.language_prior())
+            if lid.should_lock(choice, utt.seconds, n, final=final):
+                utt.language = choice.language
+                log.info("utterance %s: language %s (p=%.2f among %d, %.1f s), locked for the turn", utt.id,
+                         choice.language, choice.probability, n, utt.seconds)
         return utt.language
 
     def _partial(self, utt: _Utterance, wall: float) -> None:
         audio = utt.audio()
-        if utt.language is None and utt.seconds < LANG_DETECT_MIN_S:
+        if utt.language is None and utt.seconds < lid.detect_min_s(len(self.candidates)):
             return
         utt.decoded_at = utt.samples
         lang = self._lock_language(utt, audio)
@@ -336,6 +343,7 @@ class Pipeline:
                 self._emit(utt.id, True, lang, lang, "", utt.start, utt.start + utt.seconds, {})
             return
         asr_s = time.perf_counter() - t0
+        self._last_lang = lang
         end = utt.start + utt.seconds
         text = result.text.strip()
         if utt.stable.stable:  # words already shown as stable are kept; the final re-decode only settles the tail

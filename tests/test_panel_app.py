@@ -185,6 +185,19 @@ def test_form_save_validates_against_installed_models(panel):
     assert cfg.broker.password == "s3cret-broker"  # untouched sections stay
 
 
+def test_spoken_languages_field(panel):
+    panel.setup_and_login()
+    page = panel.client.get("/").text
+    assert 'name="languages.spoken"' in page and "Spoken languages" in page
+    form = {"csrf_token": panel.token("/"), "room.id": "hall", "room.name": "Hall", "languages.source": "auto",
+            "languages.targets": ["en"]}
+    r = panel.client.post("/", data={**form, "languages.spoken": "en, xx"})
+    assert r.status_code == 400 and "languages.spoken: xx not supported" in r.text
+    r = panel.client.post("/", data={**form, "languages.spoken": "en, pt"})
+    assert r.status_code == 303
+    assert cfgmod.load(panel.config_path).languages.spoken == ["en", "pt"]
+
+
 def test_broker_password_is_write_only_in_the_form(panel):
     panel.setup_and_login()
     page = panel.client.get("/broker").text
