@@ -87,6 +87,11 @@ class AsrConfig(_Section):
     beam_size: int = Field(1, ge=1, le=8, description="1 for greedy decoding; more for beam search.")
     partial_interval_s: float = Field(0.5, ge=0.1, le=5, description="Seconds of new audio between partial captions.")
     max_segment_s: float = Field(15.0, ge=2, le=30, description="Longest utterance before a final is forced (cut at a pause).")
+    sentence_pause_s: float = Field(1.0, ge=0, le=5, title="Sentence pause",
+                                    description="A pause shorter than this (seconds of silence after speech) inside a "
+                                                "sentence keeps the utterance open: the final comes when the text ends a "
+                                                "sentence, the pause reaches this length, or at the maximum segment "
+                                                "length. 0 makes every pause the VAD detects end the utterance.")
 
 
 class TranslationConfig(_Section):

@@ -84,3 +84,76 @@ def test_one_spoken_language_partials_start_without_detection(cfg, engines):
     assert partials, "expected partials"
     first = partials[0]
     assert first.end - first.start < 1.0  # the first partial covers under a second of audio: no wait for a lock
+
+
+# ---- fragments are not finalised --------------------------------------------------------------------------------
+def _trim(audio):
+    """espeak-ng's clip without the silence around the speech."""
+    loud = np.flatnonzero(np.abs(audio) > 0.01)
+    return audio[loud[0]:loud[-1] + 1]
+
+
+def paused_sentence(pause_s: float):
+    first, second = "Please sign your name at the bottom of", "the page."
+    return np.concatenate([_trim(speak("en-us", first)), np.zeros(int(pause_s * SR), np.float32),
+                           _trim(speak("en-us", second)), np.zeros(SR // 2, np.float32)]), f"{first} {second}"
+
+
+def test_mid_sentence_pause_gives_one_final_with_the_right_words(cfg, engines):
+    audio, text = paused_sentence(0.4)
+    events, pipeline = run(with_spoken(cfg, ["en", "pt"]), engines, audio, partials=True)
+    en = [e for e in events if e.final and e.lang == "en" and e.text]
+    assert len(en) == 1, [e.text for e in en]
+    assert wer(text, en[0].text, "en") <= 0.1, en[0].text
+    assert pipeline.stats.pauses_held >= 1
+    assert [e for e in events if not e.final and e.lang == "en"], "partials keep flowing"
+    pt = [e for e in events if e.final and e.lang == "pt" and e.text]
+    assert len(pt) == 1  # one translation of the whole sentence
+
+
+def test_without_holding_the_pause_splits_the_sentence(cfg, engines):
+    """The same audio with sentence_pause_s=0: the VAD's pause ends the utterance (what the setting prevents)."""
+    audio, _ = paused_sentence(0.4)
+    c = with_spoken(cfg, ["en", "pt"])
+    c.asr.sentence_pause_s = 0.0
+    events, _ = run(c, engines, audio, partials=True)
+    assert len([e for e in events if e.final and e.lang == "en" and e.text]) == 2
+
+
+def test_a_long_pause_ends_the_utterance(cfg, engines):
+    audio, _ = paused_sentence(cfg.asr.sentence_pause_s + 1.0)
+    events, _ = run(with_spoken(cfg, ["en", "pt"]), engines, audio, partials=True)
+    assert len([e for e in events if e.final and e.lang == "en" and e.text]) == 2
+
+
+# ---- context across segments ------------------------------------------------------------------------------------
+class PromptSpy:
+    """The real Whisper model, recording the previous-text prompt of each transcription."""
+
+    def __init__(self, model):
+        self.model = model
+        self.calls: list[tuple[str, str | None]] = []
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+    def transcribe(self, audio, language=None, task="transcribe", **kw):
+        self.calls.append((language, kw.get("prompt")))
+        return self.model.transcribe(audio, language=language, task=task, **kw)
+
+
+def test_prompt_carries_the_previous_text_and_resets_on_language_change(cfg, engines, corpus):
+    from dataclasses import replace
+
+    spanish = next(c for c in corpus if c.name == "audioeval-es-conteo")
+    gap = np.zeros(int(1.5 * SR), np.float32)
+    audio = np.concatenate([_trim(speak("en-us", "Good morning everyone.")), gap,
+                            _trim(speak("en-us", "The meeting starts at nine o'clock.")), gap,
+                            load_audio(clip_path(spanish))])
+    spy = PromptSpy(engines.asr)
+    events, _ = run(cfg, replace(engines, asr=spy), audio, partials=True)
+    finals = [(e.source_lang, e.text) for e in events if e.final and e.lang == e.source_lang and e.text]
+    assert [lang for lang, _ in finals] == ["en", "en", "es"], finals
+    en_prompts = [p for lang, p in spy.calls if lang == "en" and p]
+    assert en_prompts and all("morning" in p for p in en_prompts)  # the second sentence is conditioned on the first
+    assert all(p is None for lang, p in spy.calls if lang == "es")  # a new language starts without English context
