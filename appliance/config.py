@@ -95,7 +95,12 @@ class AsrConfig(_Section):
 
 
 class TranslationConfig(_Section):
-    beam_size: int = Field(1, ge=1, le=8, description="1 for greedy decoding; more for beam search.")
+    beam_size: int = Field(1, ge=1, le=8, description="1 for greedy decoding; more for beam search (finals; partials "
+                                                         "are always greedy).")
+    roundtrip_guard: bool = Field(True, title="Round-trip guard",
+                                  description="Check each final translation by translating it back with the reverse "
+                                              "model where one is installed: rerank the beam's candidates, and publish "
+                                              "the source text marked untranslated when none agrees with the source.")
 
 
 class BrokerConfig(_Section):

@@ -88,6 +88,8 @@ def load_engines(cfg: Config, models: Path) -> Engines:
     sources = [cfg.languages.source] if cfg.languages.source != "auto" else (cfg.languages.spoken or asr_m.languages)
     needed = {(h.source, h.target) for s in sources for t in cfg.languages.targets
               for h in (find_route(s, t, pairs.keys(), whisper_to_english=multilingual) or ()) if h.engine == "mt"}
+    if cfg.translation.roundtrip_guard:  # the reverse models that check final translations, where installed
+        needed |= {(b, a) for a, b in needed if (b, a) in pairs}
     prov, threads = cfg.accelerator.providers, cfg.accelerator.threads
     asr = WhisperModel.load(models / asr_m.name, providers=prov, threads=threads)
     translators = {pair: Translator.load(models / pairs[pair].name, providers=prov, threads=threads) for pair in sorted(needed)}

@@ -58,11 +58,14 @@ class CaptionEvent:
     emitted: float = 0.0  # Unix time the pipeline produced the event
     latency: dict[str, float] = field(default_factory=dict)  # stage -> seconds
     stable: str = ""  # partials: the leading part of `text` that will never change (displays show the rest as provisional)
+    untranslated: bool = False  # `text` is the source text, not a translation: no translation agreed with it
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["lines"] = list(self.lines)
         d["latency"] = dict(self.latency)
+        if not self.untranslated:
+            del d["untranslated"]  # optional on the bus: present only when true
         return d
 
     def to_json(self) -> str:

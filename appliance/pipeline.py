@@ -27,6 +27,7 @@ from appliance.asr.stable import StablePrefix
 from appliance.captions import layout
 from appliance.events import CaptionEvent
 from appliance.routes import Route, find_route
+from appliance.translate.roundtrip import RoundTripTranslator
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,8 @@ class Stats:
     pauses_held: int = 0  # pauses inside a sentence that kept the utterance open (speech resumed)
     rejected: int = 0
     mt_rejected: int = 0
+    mt_withheld: int = 0  # final translations withheld (no candidate agreed with the source): source text published
+    mt_reranked: int = 0  # final translations where the reverse model chose another beam candidate
     audio_dropped_chunks: int = 0
     behind: bool = False
     final_latency_s: list[float] = field(default_factory=list)
@@ -148,7 +151,8 @@ class Pipeline:
     def __init__(self, *, asr, segmenter, translators: dict[tuple[str, str], object], sink: Callable[[CaptionEvent], None],
                  source_lang: str = "auto", targets: Iterable[str] = (), beam_size: int = 1, mt_beam_size: int = 1,
                  partial_interval_s: float = 0.5, max_segment_s: float = 15.0, partials: bool = True,
-                 skip_when_behind: bool = True, spoken: Iterable[str] = (), sentence_pause_s: float = 0.0):
+                 skip_when_behind: bool = True, spoken: Iterable[str] = (), sentence_pause_s: float = 0.0,
+                 mt_guard: bool = True):
         self.asr = asr
         self.segmenter = segmenter
         self.translators = dict(translators)
@@ -166,6 +170,8 @@ class Pipeline:
         self.targets = list(targets)
         self.beam_size = beam_size
         self.mt_beam_size = mt_beam_size
+        self.mt_guard = mt_guard  # check final translations with the reverse model where one is loaded
+        self._roundtrip: dict[tuple[str, str], RoundTripTranslator] = {}
         self.partial_interval = int(partial_interval_s * SR)
         self.max_segment = int(max_segment_s * SR)
         self.sentence_pause_s = sentence_pause_s  # a shorter pause keeps an unfinished sentence open (0: never)
@@ -485,6 +491,27 @@ class Pipeline:
                 log.exception("translation of utterance %s failed", cap.utt_id)
                 self.errors.append(f"translator: {exc}")
 
+    def _run_route(self, cap: _SourceCaption, route: Route) -> tuple[str, bool]:
+        """(translation, withheld) of `cap` along `route`. A final's last machine-translation hop is checked by the
+        reverse model when one is loaded (n-best reranking; withheld when nothing agrees)."""
+        text = cap.text
+        for i, hop in enumerate(route):
+            if hop.engine == "whisper":
+                if cap.english is None:
+                    return "", False
+                text = cap.english
+                continue
+            reverse = self.translators.get((hop.target, hop.source))
+            if cap.final and self.mt_guard and reverse is not None and i == len(route) - 1:
+                checker = self._roundtrip.setdefault((hop.source, hop.target), RoundTripTranslator(
+                    self.translators[(hop.source, hop.target)], reverse, self.mt_beam_size))
+                checked = checker.translate(text)
+                self.stats.mt_reranked += checked.reranked
+                return checked.text, checked.withheld
+            beam = self.mt_beam_size if cap.final else 1  # partials are provisional: greedy keeps them cheap
+            text = self.translators[(hop.source, hop.target)].translate([text], beam_size=beam)[0]
+        return text, False
+
     def _translate(self, cap: _SourceCaption) -> None:
         if not cap.final and not cap.text:
             return
@@ -495,22 +522,22 @@ class Pipeline:
             if not cap.final and self._last_translated.get(key) == cap.text:
                 continue  # stable prefix unchanged: nothing new to show
             t0 = time.perf_counter()
-            text = cap.text
-            for hop in route:
-                if hop.engine == "whisper":
-                    if cap.english is None:
-                        text = ""
-                        break
-                    text = cap.english
-                else:
-                    text = self.translators[(hop.source, hop.target)].translate([text], beam_size=self.mt_beam_size)[0]
+            text, withheld = self._run_route(cap, route)
             mt_s = time.perf_counter() - t0
-            if not text:
+            if not text and not withheld:
                 continue
-            reason = guards.translation_rejection(cap.text, text) if route[-1].engine == "mt" else None
+            reason = guards.translation_rejection(cap.text, text) if route[-1].engine == "mt" and text else None
             if reason:
                 self.stats.mt_rejected += 1
                 log.info("translation %s->%s of utterance %s rejected (%s): %r", cap.lang, target, cap.utt_id, reason, text)
+                if not cap.final:
+                    continue
+                withheld = True
+            if withheld:  # nothing agreed with the source: show the source text, marked, never an invented sentence
+                self.stats.mt_withheld += 1
+                self._emit(cap.utt_id, True, target, cap.lang, cap.text, cap.start, cap.end,
+                           {"asr": cap.asr_s, "mt": mt_s}, untranslated=True)
+                self._last_translated.pop(key, None)
                 continue
             self._last_translated[key] = cap.text
             # a translated partial comes from the source's stable prefix only; it is still provisional as a whole
@@ -523,7 +550,7 @@ class Pipeline:
 
     # ---- events ---------------------------------------------------------------------------------------------
     def _emit(self, utt_id: str, final: bool, lang: str, source_lang: str, text: str, start: float, end: float,
-              latency: dict, stable: str = "") -> None:
+              latency: dict, stable: str = "", untranslated: bool = False) -> None:
         key = (utt_id, lang)
         rev = self._revs.get(key, 0) + 1
         self._revs[key] = rev
@@ -532,4 +559,4 @@ class Pipeline:
         self.sink(CaptionEvent(id=utt_id, rev=rev, final=final, lang=lang, source_lang=source_lang, text=text,
                                lines=layout(text), start=round(start, 3), end=round(end, 3), emitted=time.time(),
                                latency={k: round(v, 4) for k, v in latency.items()},
-                               stable=text if final else stable))
+                               stable=text if final else stable, untranslated=untranslated))

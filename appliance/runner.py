@@ -25,7 +25,7 @@ def make_pipeline(cfg: Config, engines: Engines, sink: Callable[[CaptionEvent], 
                     beam_size=cfg.asr.beam_size, mt_beam_size=cfg.translation.beam_size,
                     partial_interval_s=cfg.asr.partial_interval_s, max_segment_s=cfg.asr.max_segment_s,
                     partials=partials, skip_when_behind=realtime, spoken=cfg.languages.spoken,
-                    sentence_pause_s=cfg.asr.sentence_pause_s)
+                    sentence_pause_s=cfg.asr.sentence_pause_s, mt_guard=cfg.translation.roundtrip_guard)
 
 
 def run_audio(pipeline: Pipeline, audio: np.ndarray, *, realtime: bool, tail_silence_s: float = 1.0) -> None:

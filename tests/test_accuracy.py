@@ -157,3 +157,54 @@ def test_prompt_carries_the_previous_text_and_resets_on_language_change(cfg, eng
     en_prompts = [p for lang, p in spy.calls if lang == "en" and p]
     assert en_prompts and all("morning" in p for p in en_prompts)  # the second sentence is conditioned on the first
     assert all(p is None for lang, p in spy.calls if lang == "es")  # a new language starts without English context
+
+
+# ---- translations that do not invent ----------------------------------------------------------------------------
+def test_roundtrip_guard_withholds_the_known_bad_translation_and_passes_good_ones(engines):
+    from appliance.translate.roundtrip import RoundTripTranslator
+
+    forward, reverse = engines.translators[("en", "pt")], engines.translators[("pt", "en")]
+    assert "enviar" in forward.translate(["Thank you all for coming."], beam_size=4)[0]  # the model's invention
+    guard = RoundTripTranslator(forward, reverse, beam_size=4)
+    checked = guard.translate("Thank you all for coming.")
+    assert "enviar" not in checked.text  # never shown as a translation: reranked to a faithful one, or withheld
+    assert checked.withheld or {"todos", "vir"} <= set(checked.text.lower().strip(".").split()), checked
+    for sentence in ("Please keep your questions until the end of the presentation.",
+                     "The meeting starts at nine o'clock.", "We need to reduce our energy consumption."):
+        good = guard.translate(sentence)
+        assert not good.withheld and good.text, (sentence, good)
+
+
+class Inventor:
+    """The real en->pt model, except that its every candidate is the boilerplate it invents for a thank-you (a
+    stand-in beside the real guard test above, so that the pipeline's handling of a withheld final is certain)."""
+
+    BOILERPLATE = "Obrigado por enviar uma edição."
+
+    def __init__(self, model):
+        self.model = model
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+    def translate(self, texts, beam_size=1):
+        return [self.BOILERPLATE for _ in texts]
+
+    def translate_nbest(self, text, beam_size):
+        return [(self.BOILERPLATE, -0.1)]
+
+
+def test_withheld_final_is_published_as_marked_source_text(cfg, engines):
+    from dataclasses import replace
+
+    translators = dict(engines.translators)
+    translators[("en", "pt")] = Inventor(translators[("en", "pt")])
+    events, pipeline = run(with_spoken(cfg, ["en"]), replace(engines, translators=translators),
+                           speak("en-us", "Please keep your questions until the end of the presentation."))
+    en = [e for e in events if e.final and e.lang == "en" and e.text]
+    pt = [e for e in events if e.final and e.lang == "pt"]
+    assert len(en) == 1 and len(pt) == 1
+    assert pt[0].untranslated and pt[0].text == en[0].text and pt[0].source_lang == "en"
+    assert not en[0].untranslated
+    assert pipeline.stats.mt_withheld == 1
+    assert '"untranslated":true' in pt[0].to_json()

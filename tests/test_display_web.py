@@ -125,3 +125,22 @@ def test_display_blueprint_serves_only_its_files(stack):
     assert c.get(f"/display/{web.MQTT_JS}").status_code == 200
     assert c.get("/display/package.json").status_code == 404
     assert c.get("/display/node_modules/mqtt/package.json").status_code == 404
+
+
+def test_web_display_marks_untranslated_source_text(browser, stack):
+    broker, pub, base = stack
+    page = browser.new_page(viewport={"width": 1280, "height": 720})
+    page.goto(f"{base}/display/?room=r1&lang=pt&broker=ws://127.0.0.1:{broker.ws_port}")
+    page.wait_for_function("() => document.getElementById('banner').hidden === false")
+    pub.start()
+    pub.publish_detail({"name": "Sala Azul", "languages": ["pt"]})
+    page.wait_for_function("() => document.getElementById('banner').hidden")  # subscribed and the room is online
+    pub.publish(final(1, text="Bom dia."))
+    pub.publish({**final(2, text="Thank you all for coming."), "untranslated": True})
+    page.wait_for_function("() => window.captionDisplay.finals === 2")
+    shown = page.eval_on_selector_all(".row", "els => els.map(e => [e.textContent, e.className, "
+                                      "getComputedStyle(e, '::before').content])")
+    assert shown[0][:2] == ["Bom dia.", "row"]
+    assert shown[1][:2] == ["Thank you all for coming.", "row untranslated"]  # the text itself is untouched
+    assert shown[1][2] == '"[EN] "'  # labelled with the language it is in
+    page.close()

@@ -44,3 +44,22 @@ def test_repeated_ngram():
     assert repeated_ngram("a b c a b c a b c".split())
     assert not repeated_ngram("the cat sat on the mat".split())
     assert not repeated_ngram("no no".split())
+
+
+def test_chrf_matches_sacrebleu():
+    import sacrebleu
+
+    from appliance.guards import chrf
+
+    for hyp, ref in [("Thank you for your kind words.", "Thank you all for coming."), ("a b", "a b"),
+                     ("Good day all, and welcome", "Good morning everyone, and welcome"), ("", "abc")]:
+        assert chrf(hyp, ref) == pytest.approx(sacrebleu.sentence_chrf(hyp, [ref]).score, abs=1e-6), (hyp, ref)
+
+
+def test_roundtrip_pick_prefers_the_candidate_that_comes_back():
+    from appliance.translate.roundtrip import pick
+
+    source = "Thank you all for coming."
+    candidates = [("Obrigado por enviar uma edição.", -0.06), ("Obrigado a todos por vir.", -0.52)]
+    backs = ["Thank you for your kind words.", "Thank you all for coming."]
+    assert pick(source, candidates, backs) == (1, 100.0)

@@ -241,7 +241,7 @@ def test_healthz_and_metrics(panel):
     r = panel.client.get("/healthz")  # no login needed, even before set-up
     assert r.status_code == 503 and r.get_json()["problems"] == ["pipeline not running"]
     panel.status.pipeline = SimpleNamespace(stats=SimpleNamespace(audio_s=4.0, busy_s=1.0, rtf=0.25, finals=2,
-                                                                  final_latency_s=[0.4, 0.6]),
+                                                                  final_latency_s=[0.4, 0.6], mt_withheld=3),
                                             errors=[], backlog_s=lambda: 0.0)
     panel.status.add_caption({"id": "a", "lang": "pt", "final": True, "text": "olá"})
     panel.status.set_broker_state("connected")
@@ -253,6 +253,7 @@ def test_healthz_and_metrics(panel):
     fams = {f.name: f for f in text_string_to_metric_families(text)}
     assert fams["appliance_rtf"].samples[0].value == 0.25
     assert fams["appliance_healthy"].samples[0].value == 1
+    assert fams["appliance_mt_withheld"].samples[0].value == 3  # untranslated finals are counted
     lat = {(s.name, s.labels.get("quantile")): s.value for s in fams["appliance_stage_latency_seconds"].samples
            if s.labels["stage"] == "final"}
     assert lat[("appliance_stage_latency_seconds", "0.95")] == 0.6

@@ -37,6 +37,11 @@ REMEMBER = 2000  # (id, rev) keys kept for de-duplication
 SESSION_EXPIRY_S = 600  # the broker keeps a display's subscription (and queues finals) this long while it is away
 
 
+def untranslated_mark(msg: dict) -> str:
+    """Prefix of an untranslated caption's first line: "[EN] " (the language actually shown)."""
+    return f"[{str(msg.get('source_lang') or '?').upper()}] "
+
+
 class CaptionState:
     def __init__(self, *, rows: int = ROWS, width: int = WIDTH, remember: int = REMEMBER):
         self.rows_n, self.width, self.remember = rows, width, remember
@@ -51,8 +56,12 @@ class CaptionState:
     def _lines(self, msg: dict) -> list[str]:
         lines = msg.get("lines")
         if isinstance(lines, list) and lines and all(isinstance(x, str) for x in lines):
-            return [x for x in lines if x.strip()]
-        return textwrap.wrap(msg.get("text", ""), self.width) or []
+            out = [x for x in lines if x.strip()]
+        else:
+            out = textwrap.wrap(msg.get("text", ""), self.width) or []
+        if msg.get("untranslated") is True and out:  # the source text, not a translation: say which language it is
+            out[0] = f"{untranslated_mark(msg)}{out[0]}"
+        return out
 
     def accept(self, msg: dict) -> bool:
         """Apply one parsed caption message; True when what is shown changed."""

@@ -48,6 +48,12 @@ def parse_broker(spec: str | None, default_port: int = 1883) -> tuple[str, int, 
     return u.hostname, port, transport, tls
 
 
+def _mark(msg: dict) -> str:
+    from appliance.bus.client import untranslated_mark
+
+    return untranslated_mark(msg)
+
+
 class TerminalView:
     def __init__(self, out, *, plain: bool):
         self.out, self.plain = out, plain
@@ -60,7 +66,8 @@ class TerminalView:
             if self.plain:
                 for msg in state.finals:
                     if msg["seq"] > self._printed:
-                        self.out.write(safe_text(msg["text"]) + "\n")
+                        mark = _mark(msg) if msg.get("untranslated") is True else ""
+                        self.out.write(mark + safe_text(msg["text"]) + "\n")
                         self._printed = msg["seq"]
                 self.out.flush()
                 return

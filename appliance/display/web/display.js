@@ -71,7 +71,9 @@
       state.lastFinalSeq = m.seq;
       remember(key); remember(m.id + "\u0000final");
       state.finals++;
-      state.finalLines = state.finalLines.concat(linesOf(m)).slice(-rowsN);
+      // rows of finals: [text, source language when the text is untranslated source text (shown marked), else ""]
+      var src = m.untranslated === true ? String(m.source_lang || "?").slice(0, 8) : "";
+      state.finalLines = state.finalLines.concat(linesOf(m).map(function (t) { return [t, src]; })).slice(-rowsN);
       if (state.partial && state.partial.id === m.id) state.partial = null;
       return true;
     }
@@ -82,13 +84,14 @@
     return true;
   }
   function render() {
-    var rows = state.finalLines.map(function (t) { return [t, false]; });
-    if (state.partial) rows = rows.concat(linesOf(state.partial).map(function (t) { return [t, true]; }));
+    var rows = state.finalLines.map(function (f) { return [f[0], false, f[1]]; });
+    if (state.partial) rows = rows.concat(linesOf(state.partial).map(function (t) { return [t, true, ""]; }));
     rows = rows.slice(-rowsN);
-    while (rows.length < rowsN) rows.unshift(["", false]);
+    while (rows.length < rowsN) rows.unshift(["", false, ""]);
     rows.forEach(function (r, i) {
       rowEls[i].textContent = r[0]; // text, never HTML
-      rowEls[i].className = r[1] ? "row partial" : "row";
+      rowEls[i].className = r[1] ? "row partial" : (r[2] ? "row untranslated" : "row");
+      if (r[2]) rowEls[i].dataset.source = r[2].toUpperCase(); else delete rowEls[i].dataset.source;
     });
   }
   function banner(text, kind) {
