@@ -113,3 +113,25 @@ def chrf(hypothesis: str, reference: str, max_n: int = 6, beta: float = 2.0) -> 
     if p == 0 and r == 0:
         return 0.0
     return 100.0 * (1 + beta ** 2) * p * r / (beta ** 2 * p + r)
+
+
+_SENTENCES = re.compile(r"(?<=[.!?…。！？])\s+")
+
+
+def strip_prompt_echo(text: str, prompt: str | None) -> str:
+    """`text` without the sentences Whisper copied from its previous-text prompt: on a short clip the decoder
+    sometimes starts by repeating a sentence of the context ("Hello world. How are you today?" after a prompt that
+    ends "... Hello world."). A sentence of two or more words found verbatim (normalised) in the prompt is dropped,
+    and so is a sentence repeated right after itself."""
+    if not text.strip():
+        return text
+    known = f" {normalise(prompt)} " if prompt else ""
+    kept: list[str] = []
+    for sentence in _SENTENCES.split(text.strip()):
+        norm = normalise(sentence)
+        if len(norm.split()) >= 2 and f" {norm} " in known:
+            continue
+        if kept and norm and norm == normalise(kept[-1]):
+            continue
+        kept.append(sentence)
+    return " ".join(kept)

