@@ -95,8 +95,9 @@ class AsrConfig(_Section):
 
 
 class TranslationConfig(_Section):
-    beam_size: int = Field(1, ge=1, le=8, description="1 for greedy decoding; more for beam search (finals; partials "
-                                                         "are always greedy).")
+    beam_size: int = Field(4, ge=1, le=8, description="1 for greedy decoding; more for beam search (finals; partials "
+                                                         "are always greedy). The round-trip guard reranks this beam's "
+                                                         "candidates (at least 2).")
     roundtrip_guard: bool = Field(True, title="Round-trip guard",
                                   description="Check each final translation by translating it back with the reverse "
                                               "model where one is installed: rerank the beam's candidates, and publish "

@@ -212,6 +212,29 @@ def guard_false_rejections(translators) -> dict:
     return out
 
 
+def translation_cost(translators, beam_size: int = 4) -> dict:
+    """Median ms per final sentence (sentences.py, en->pt): greedy alone, against beam n-best with the round-trip
+    check (what a final costs with the guard on)."""
+    import statistics
+
+    from appliance.translate.roundtrip import RoundTripTranslator
+
+    forward, reverse = translators.get(("en", "pt")), translators.get(("pt", "en"))
+    if forward is None or reverse is None:
+        return {}
+    guard = RoundTripTranslator(forward, reverse, beam_size)
+    greedy_ms, guarded_ms = [], []
+    for sentence in EN:
+        t0 = time.perf_counter()
+        forward.translate([sentence])
+        greedy_ms.append(1000 * (time.perf_counter() - t0))
+        t0 = time.perf_counter()
+        guard.translate(sentence)
+        guarded_ms.append(1000 * (time.perf_counter() - t0))
+    return {"mt_final_ms_greedy": _r(statistics.median(greedy_ms), 1),
+            f"mt_final_ms_beam{beam_size}_guarded": _r(statistics.median(guarded_ms), 1)}
+
+
 # ---- the run -----------------------------------------------------------------------------------------------------
 def _chrf(hyp: str, ref: str) -> float | None:
     import sacrebleu
@@ -276,6 +299,7 @@ def run(cfg, models, *, quick: bool = False, progress=lambda m: None) -> dict:
         "rtf": _r(sum(s.busy_s for s in all_stats) / max(1e-9, sum(s.audio_s for s in all_stats))),
         "pauses_held": sum(s.pauses_held for s in all_stats),
         "offline_rtf": _r(offline_s / (len(en_audio) / SR)),
+        **translation_cost(engines.translators, max(2, cfg.translation.beam_size)),
     }
     for r in lost:
         log.info("sentence lost (%s, %.1f-%.1f s): %r", r.lang, r.start, r.end, r.text)
