@@ -5,6 +5,10 @@ Threads and bounded queues; each worker owns its state (no locks on stream state
   recognizer      --caption queue (partials dropped when full, finals never)-->  translator thread
   translator      --> sink(CaptionEvent)   (the publisher, a collector, a printer...)
 The recognizer skips partials when it falls behind (audio backlog) and never skips a final.
+Accuracy (docs/accuracy.md): the language is chosen among the room's spoken languages with the previous turn as
+prior; decodes are conditioned on the text finalised before (reset on a language change, a long silence, a
+rejected final); a pause inside an unfinished sentence holds the utterance open; a final's translation is checked
+by the reverse model and withheld (source text published, marked untranslated) when nothing agrees.
 This module imports no MQTT and no Flask.
 """
 
