@@ -61,8 +61,9 @@ def test_roundtrip_pick_prefers_the_candidate_that_comes_back():
 
     source = "Thank you all for coming."
     candidates = [("Obrigado por enviar uma edição.", -0.06), ("Obrigado a todos por vir.", -0.52)]
-    backs = ["Thank you for your kind words.", "Thank you all for coming."]
+    backs = [["Thank you for your kind words.", "Thank you for your comments."], ["Thank you all for coming."]]
     assert pick(source, candidates, backs) == (1, 100.0)
+    assert pick(source, candidates, [["Thank you for your kind words."], []]) == (0, pytest.approx(36.53, abs=0.01))
 
 
 @pytest.mark.parametrize("text, prompt, expected", [

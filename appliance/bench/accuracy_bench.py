@@ -194,19 +194,19 @@ def ctranslate2_text(model_name: str, audio: np.ndarray, n_mels: int, tokenizer)
 # ---- the guard on correct translations ----------------------------------------------------------------------------
 def guard_false_rejections(translators) -> dict:
     """How often the round-trip guard would withhold a correct translation: each reference translation of
-    sentences.py, translated back and compared with its source as the guard does."""
-    from appliance.guards import chrf
-    from appliance.translate.roundtrip import ROUNDTRIP_MIN
+    sentences.py judged as the guard judges a candidate (its best round trip against the source)."""
+    from appliance.translate.roundtrip import ROUNDTRIP_MIN, RoundTripTranslator
 
     out = {"checked": 0, "rejected": 0, "examples": []}
     for (src_lang, tgt_lang), sources, targets in ((("en", "pt"), EN, PT), (("pt", "en"), PT, EN)):
-        reverse = translators.get((tgt_lang, src_lang))
-        if reverse is None:
+        forward, reverse = translators.get((src_lang, tgt_lang)), translators.get((tgt_lang, src_lang))
+        if forward is None or reverse is None:
             continue
-        backs = reverse.translate(list(targets))
-        for source, target, back in zip(sources, targets, backs):
+        guard = RoundTripTranslator(forward, reverse)
+        for source, target in zip(sources, targets):
             out["checked"] += 1
-            if chrf(back, source) < ROUNDTRIP_MIN:
+            agreement, back = guard.agreement(source, target)
+            if agreement < ROUNDTRIP_MIN:
                 out["rejected"] += 1
                 out["examples"].append(f"{src_lang}->{tgt_lang}: {source!r} / {target!r} back {back!r}")
     return out
