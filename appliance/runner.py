@@ -27,7 +27,8 @@ def make_pipeline(cfg: Config, engines: Engines, sink: Callable[[CaptionEvent], 
                     sink=sink, source_lang=cfg.languages.source, targets=cfg.languages.targets,
                     beam_size=cfg.asr.beam_size, mt_beam_size=cfg.translation.beam_size,
                     partial_interval_s=cfg.asr.partial_interval_s, max_segment_s=cfg.asr.max_segment_s,
-                    partials=partials, skip_when_behind=realtime, speakers=speakers)
+                    partials=partials, skip_when_behind=realtime, speakers=speakers, spoken=cfg.languages.spoken,
+                    sentence_pause_s=cfg.asr.sentence_pause_s, mt_guard=cfg.translation.roundtrip_guard)
 
 
 def run_audio(pipeline: Pipeline, audio: np.ndarray, *, realtime: bool, tail_silence_s: float = 1.0) -> None:
