@@ -51,6 +51,7 @@ CONTEXT_MAX_CHARS = 300  # previous text given to Whisper: about the last two se
 CONTEXT_RESET_SILENCE_S = 8.0  # a silence this long starts a new context (a new topic, a new speaker)
 PARTIAL_PAD_S: float | None = None  # silence after the audio in the encoder input for partials (None: the model's 1 s)
 FINAL_PAD_S: float | None = 2.0  # ... for finals and the end-of-speech probe (a longer window: fewer wrong last words)
+TERMS_PROMPT_MAX_CHARS = 150  # glossary terms of the language put before the previous text in the prompt (whole terms)
 
 
 def _needs_fallback(result) -> bool:
@@ -160,7 +161,8 @@ class Pipeline:
                  source_lang: str = "auto", targets: Iterable[str] = (), beam_size: int = 1, mt_beam_size: int = 1,
                  partial_interval_s: float = 0.5, max_segment_s: float = 15.0, partials: bool = True,
                  skip_when_behind: bool = True, speakers=None, spoken: Iterable[str] = (),
-                 sentence_pause_s: float = 0.0, mt_guard: bool = True):
+                 sentence_pause_s: float = 0.0, mt_guard: bool = True,
+                 prompt_terms: Callable[[str], list[str]] | None = None):
         self.asr = asr
         self.segmenter = segmenter
         self.translators = dict(translators)
@@ -174,6 +176,7 @@ class Pipeline:
         self._last_lang: str | None = None  # the previous turn's language (the default prior)
         # levers of accuracy against latency (the accuracy bench measures each); defaults are the module's constants
         self.context_max_chars = CONTEXT_MAX_CHARS  # 0: no previous-text prompt
+        self.prompt_terms = prompt_terms  # lang -> terms likely said in it (the glossary's), prompted before the context
         self.partial_pad_s, self.final_pad_s = PARTIAL_PAD_S, FINAL_PAD_S
         self._context: list[str] = []  # finalised texts of the current context (see CONTEXT_*)
         self._context_lang: str | None = None
@@ -389,13 +392,24 @@ class Pipeline:
         while len(self._context) > 1 and sum(len(t) + 1 for t in self._context[1:]) >= self.context_max_chars:
             self._context.pop(0)
 
+    def _terms(self, lang: str) -> str:
+        """The glossary terms said in `lang`, as "term, term." within TERMS_PROMPT_MAX_CHARS ('' when none)."""
+        terms: list[str] = []
+        for term in self.prompt_terms(lang) if self.prompt_terms else ():
+            if sum(len(t) + 2 for t in terms) + len(term) + 1 > TERMS_PROMPT_MAX_CHARS:
+                break
+            terms.append(term)
+        return ", ".join(terms) + "." if terms else ""
+
     def _decode(self, utt: _Utterance, audio: np.ndarray, lang: str, beam_size: int, pad_s: float | None):
-        """Transcribe `utt`'s audio conditioned on the context, without the sentences Whisper copied from it."""
-        prompt = self._prompt(utt, lang)
+        """Transcribe `utt`'s audio conditioned on the glossary's terms and the context, without the sentences
+        Whisper copied from the context (a sentence that is only a term is kept: it may well have been said)."""
+        context = self._prompt(utt, lang)
+        prompt = " ".join(x for x in (self._terms(lang), context) if x) or None
         result = self.asr.transcribe(audio, language=lang, task="transcribe", beam_size=beam_size, prompt=prompt,
                                      pad_seconds=pad_s)
-        if prompt:
-            text = guards.strip_prompt_echo(result.text, prompt)
+        if context:
+            text = guards.strip_prompt_echo(result.text, context)
             if text != result.text.strip():
                 log.debug("utterance %s: dropped what the prompt echoed: %r -> %r", utt.id, result.text, text)
                 result = replace(result, text=text)
