@@ -270,6 +270,8 @@ def cmd_bench(args) -> int:
         from appliance.bench import pipeline_bench
 
         result["pipeline"] = pipeline_bench.run(cfg, _models_dir(args), quick=args.quick, progress=progress)
+    if args.part == "accuracy":
+        return _bench_accuracy(cfg, args, progress)
     if args.json:
         flat = dict(result.get("pipeline", {}))
         if "models" in result:
@@ -320,16 +322,32 @@ def _bench_glossary(args) -> int:
     return 0 if rows and all(r["ok"] for r in rows) else 1
 
 
+def _bench_accuracy(cfg, args, progress) -> int:
+    from appliance.bench import accuracy_bench, report
+
+    if args.config is None:  # the benchmark's room: the languages its audio is in
+        cfg.languages.spoken = list(accuracy_bench.BENCH_LANGUAGES)
+    if args.levers:
+        rows = accuracy_bench.run_levers(cfg, _models_dir(args), progress=progress)
+        print(report.to_json({"levers": rows}) if args.json else "\naccuracy levers (English part)\n\n" + report.table(rows))
+        return 0
+    result = accuracy_bench.run(cfg, _models_dir(args), quick=args.quick, progress=progress)
+    print(report.to_json(result) if args.json else "\n" + report.key_values(result, "accuracy (simulated real time)"))
+    return 0
+
+
 OWN_BENCHES = {"archive": _bench_archive, "glossary": _bench_glossary}  # parts whose module prints its own report
 
 
 def _add_bench(sub) -> None:
     p = sub.add_parser("bench", help="measure speed, memory and accuracy (tables; --json for machines)")
-    p.add_argument("part", nargs="?", choices=["all", "models", "pipeline", "speakers", "faults", *OWN_BENCHES],
-                   default="all", help="all = models + pipeline; 'speakers': speaker turns on multi-speaker meetings; "
-                                       "'faults' runs the daemon through each fault (minutes); 'speakers', 'faults', "
-                                       "'archive' and 'glossary' are not part of 'all'")
+    p.add_argument("part", nargs="?", choices=["all", "models", "pipeline", "accuracy", "speakers", "faults",
+                                                *OWN_BENCHES], default="all",
+                   help="all = models + pipeline; accuracy: long-form streaming vs offline (a few minutes); "
+                        "speakers: speaker turns on multi-speaker meetings; faults: the daemon through each fault "
+                        "(minutes) ('accuracy', 'speakers', 'faults', 'archive' and 'glossary' are not part of 'all')")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--levers", action="store_true", help="accuracy: WER of each accuracy lever on its own")
     p.add_argument("--quick", action="store_true", help="a few clips only (smoke run)")
     p.add_argument("--model", default=None, help="speech model (default whisper-base)")
     p.add_argument("--config", default=None, help="config file for the pipeline part")

@@ -40,6 +40,10 @@ class LanguageConfig(_Section):
                         description="Language spoken in the room: 'auto' to detect per speaker turn, or an ISO 639-1 code.")
     targets: list[str] = Field(default_factory=lambda: ["en", "pt"], title="Target languages",
                                description="Caption languages published for displays (ISO 639-1 codes).")
+    spoken: list[str] = Field(default_factory=list, title="Spoken languages",
+                              description="Languages people may speak in this room (ISO 639-1 codes). With 'auto', language "
+                                          "identification chooses only among them (one code: nothing to detect); empty: any "
+                                          "language the speech model knows.")
 
     @field_validator("source")
     @classmethod
@@ -49,7 +53,7 @@ class LanguageConfig(_Section):
             raise ValueError("must be 'auto' or a language code such as 'en'")
         return v
 
-    @field_validator("targets")
+    @field_validator("targets", "spoken")
     @classmethod
     def _targets(cls, v: list[str]) -> list[str]:
         out: list[str] = []
@@ -83,10 +87,21 @@ class AsrConfig(_Section):
     beam_size: int = Field(1, ge=1, le=8, description="1 for greedy decoding; more for beam search.")
     partial_interval_s: float = Field(0.5, ge=0.1, le=5, description="Seconds of new audio between partial captions.")
     max_segment_s: float = Field(15.0, ge=2, le=30, description="Longest utterance before a final is forced (cut at a pause).")
+    sentence_pause_s: float = Field(1.0, ge=0, le=5, title="Sentence pause",
+                                    description="A pause shorter than this (seconds of silence after speech) inside a "
+                                                "sentence keeps the utterance open: the final comes when the text ends a "
+                                                "sentence, the pause reaches this length, or at the maximum segment "
+                                                "length. 0 makes every pause the VAD detects end the utterance.")
 
 
 class TranslationConfig(_Section):
-    beam_size: int = Field(1, ge=1, le=8, description="1 for greedy decoding; more for beam search.")
+    beam_size: int = Field(4, ge=1, le=8, description="1 for greedy decoding; more for beam search (finals; partials "
+                                                         "are always greedy). The round-trip guard reranks this beam's "
+                                                         "candidates (at least 2).")
+    roundtrip_guard: bool = Field(True, title="Round-trip guard",
+                                  description="Check each final translation by translating it back with the reverse "
+                                              "model where one is installed: rerank the beam's candidates, and publish "
+                                              "the source text marked untranslated when none agrees with the source.")
 
 
 class BrokerConfig(_Section):

@@ -49,12 +49,17 @@ def _require(models: Path, name: str, kind: str) -> Manifest:
     return m
 
 
-def check_languages(source: str, targets: list[str], asr_languages: list[str], pairs, multilingual: bool) -> dict[str, str]:
-    """Validate source/targets against what is installed; returns target -> route description."""
+def check_languages(source: str, targets: list[str], asr_languages: list[str], pairs, multilingual: bool,
+                    spoken: list[str] = ()) -> dict[str, str]:
+    """Validate source/targets/spoken against what is installed; returns target -> route description."""
+    unknown = [c for c in spoken if c not in asr_languages]
+    if unknown:
+        raise ConfigError(f"languages.spoken: {', '.join(unknown)} not supported by the speech model "
+                          f"(supported: {', '.join(asr_languages[:20])}{'…' if len(asr_languages) > 20 else ''})")
     if source != "auto" and source not in asr_languages:
         raise ConfigError(f"languages.source: '{source}' is not supported by the speech model "
                           f"(supported: auto, {', '.join(asr_languages[:20])}{'…' if len(asr_languages) > 20 else ''})")
-    sources = asr_languages if source == "auto" else [source]
+    sources = (list(spoken) or asr_languages) if source == "auto" else [source]
     routes = {}
     for t in targets:
         found = [find_route(s, t, pairs, whisper_to_english=multilingual) for s in sources]
@@ -76,12 +81,15 @@ def load_engines(cfg: Config, models: Path) -> Engines:
     _require(models, VAD_MODEL, "vad")
     pairs = mt_pairs(models)
     multilingual = len(asr_m.languages) > 1
-    routes = check_languages(cfg.languages.source, cfg.languages.targets, asr_m.languages, pairs.keys(), multilingual)
+    routes = check_languages(cfg.languages.source, cfg.languages.targets, asr_m.languages, pairs.keys(), multilingual,
+                             cfg.languages.spoken)
     for t, r in routes.items():
         log.info("target %s: %s", t, r)
-    sources = asr_m.languages if cfg.languages.source == "auto" else [cfg.languages.source]
+    sources = [cfg.languages.source] if cfg.languages.source != "auto" else (cfg.languages.spoken or asr_m.languages)
     needed = {(h.source, h.target) for s in sources for t in cfg.languages.targets
               for h in (find_route(s, t, pairs.keys(), whisper_to_english=multilingual) or ()) if h.engine == "mt"}
+    if cfg.translation.roundtrip_guard:  # the reverse models that check final translations, where installed
+        needed |= {(b, a) for a, b in needed if (b, a) in pairs}
     prov, threads = cfg.accelerator.providers, cfg.accelerator.threads
     asr = WhisperModel.load(models / asr_m.name, providers=prov, threads=threads)
     translators = {pair: Translator.load(models / pairs[pair].name, providers=prov, threads=threads) for pair in sorted(needed)}

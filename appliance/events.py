@@ -59,12 +59,15 @@ class CaptionEvent:
     latency: dict[str, float] = field(default_factory=dict)  # stage -> seconds
     stable: str = ""  # partials: the leading part of `text` that will never change (displays show the rest as provisional)
     speaker: dict | None = None  # {"id": "S1", "name": None | "Chair"}: who is speaking, None while unknown or off
+    untranslated: bool = False  # `text` is the source text, not a translation: no translation agreed with it
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["lines"] = list(self.lines)
         d["latency"] = dict(self.latency)
         d["speaker"] = dict(self.speaker) if self.speaker else None
+        if not self.untranslated:
+            del d["untranslated"]  # optional on the bus: present only when true
         return d
 
     def to_json(self) -> str:

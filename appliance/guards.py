@@ -91,3 +91,47 @@ def translation_rejection(source: str, output: str) -> str | None:
     if digits_in and not set(digits_in) & set(digits_out):
         return "numbers of the source are missing"
     return None
+
+
+def chrf(hypothesis: str, reference: str, max_n: int = 6, beta: float = 2.0) -> float:
+    """Character n-gram F-score (Popović 2015, as sacrebleu's chrF: n = 1..6, beta = 2, spaces ignored), 0-100."""
+    from collections import Counter
+
+    hyp, ref = "".join(hypothesis.split()), "".join(reference.split())
+    precisions, recalls = [], []
+    for n in range(1, max_n + 1):
+        h = Counter(hyp[i:i + n] for i in range(len(hyp) - n + 1))
+        r = Counter(ref[i:i + n] for i in range(len(ref) - n + 1))
+        if not h or not r:
+            continue
+        match = sum((h & r).values())
+        precisions.append(match / sum(h.values()))
+        recalls.append(match / sum(r.values()))
+    if not precisions:
+        return 100.0 if hyp == ref else 0.0
+    p, r = sum(precisions) / len(precisions), sum(recalls) / len(recalls)
+    if p == 0 and r == 0:
+        return 0.0
+    return 100.0 * (1 + beta ** 2) * p * r / (beta ** 2 * p + r)
+
+
+_SENTENCES = re.compile(r"(?<=[.!?…。！？])\s+")
+
+
+def strip_prompt_echo(text: str, prompt: str | None) -> str:
+    """`text` without the sentences Whisper copied from its previous-text prompt: on a short clip the decoder
+    sometimes starts by repeating a sentence of the context ("Hello world. How are you today?" after a prompt that
+    ends "... Hello world."). A sentence of two or more words found verbatim (normalised) in the prompt is dropped,
+    and so is a sentence repeated right after itself."""
+    if not text.strip():
+        return text
+    known = f" {normalise(prompt)} " if prompt else ""
+    kept: list[str] = []
+    for sentence in _SENTENCES.split(text.strip()):
+        norm = normalise(sentence)
+        if len(norm.split()) >= 2 and f" {norm} " in known:
+            continue
+        if kept and norm and norm == normalise(kept[-1]):
+            continue
+        kept.append(sentence)
+    return " ".join(kept)

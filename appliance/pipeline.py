@@ -8,9 +8,13 @@ The recognizer skips partials when it falls behind (audio backlog) and never ski
 A worker that raises is restarted in place (a final being made is decoded or translated once more), up to
 STAGE_RESTARTS in STAGE_RESTART_WINDOW_S; past that it stays dead and `dead_stages()` tells the watchdog.
 Everything kept is bounded (latency Windows, the error deque, per-utterance maps pruned at each final).
-This module imports no MQTT and no Flask.
+Accuracy (docs/accuracy.md): the language is chosen among the room's spoken languages with the previous turn as
+prior; decodes are conditioned on the text finalised before (reset on a language change, a long silence, a
+rejected final); a pause inside an unfinished sentence holds the utterance open; a final's translation is checked
+by the reverse model and withheld (source text published, marked untranslated) when nothing agrees.
 An optional `speakers` object (appliance.speakers.SpeakerTracker) names the speaker of partials and finals on
 the recognizer thread; captions go on without it.
+This module imports no MQTT and no Flask.
 """
 
 from __future__ import annotations
@@ -21,16 +25,19 @@ import queue
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable
 
 import numpy as np
 
 from appliance import guards
+from appliance.asr import language as lid
+from appliance.asr.endpoint import finished
 from appliance.asr.stable import StablePrefix
 from appliance.captions import layout
 from appliance.events import CaptionEvent
 from appliance.routes import Route, find_route
+from appliance.translate.roundtrip import RoundTripTranslator
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +45,6 @@ SR = 16000
 AUDIO_QUEUE_SECONDS = 30.0  # capture keeps this much audio waiting before dropping the oldest
 BEHIND_SECONDS = 1.0  # audio backlog above which partials are skipped
 MIN_PARTIAL_AUDIO_S = 0.6  # no partial before this much speech
-LANG_DETECT_MIN_S = 1.0  # auto language: first detection once this much speech is in
-LANG_LOCK_PROB = 0.8  # lock the turn's language as soon as detection is this confident
-LANG_LOCK_MAX_S = 3.0  # ... or once this much speech is in (most likely language)
 CUT_SEARCH_S = 4.0  # when a segment reaches max length, cut at the quietest point of its last seconds
 END_PROBE_S = 0.1  # silence after speech before the end-of-speech probe decodes
 PARTIAL_DUTY = 2.0  # in real time, at least this many seconds of audio per second spent on one partial
@@ -73,6 +77,13 @@ def _put_with_timeout(q: queue.Queue, item, timeout_s: float) -> bool:
     except queue.Full:
         log.error("queue full for %.0f s: its consumer is stuck or dead", timeout_s)
         return False
+# Context across segments: each decode is conditioned on the text already finalised in the same turn and language
+# (Whisper's previous-text prompt). Reset on a language change, a long silence, a rejected final, or reset_context().
+CONTEXT_MAX_CHARS = 300  # previous text given to Whisper: about the last two sentences
+CONTEXT_RESET_SILENCE_S = 8.0  # a silence this long starts a new context (a new topic, a new speaker)
+PARTIAL_PAD_S: float | None = None  # silence after the audio in the encoder input for partials (None: the model's 1 s)
+FINAL_PAD_S: float | None = 2.0  # ... for finals and the end-of-speech probe (a longer window: fewer wrong last words)
+TERMS_PROMPT_MAX_CHARS = 150  # glossary terms of the language put before the previous text in the prompt (whole terms)
 
 
 def _needs_fallback(result) -> bool:
@@ -118,9 +129,12 @@ class Stats:
     partials: int = 0
     partials_skipped: int = 0
     finals: int = 0
-    finals_from_probe: int = 0  # finals whose decode was done by the end-of-speech probe
+    finals_from_probe: int = 0  # finals whose decode was done by the end-of-speech probe (or at the pause)
+    pauses_held: int = 0  # pauses inside a sentence that kept the utterance open (speech resumed)
     rejected: int = 0
     mt_rejected: int = 0
+    mt_withheld: int = 0  # final translations withheld (no candidate agreed with the source): source text published
+    mt_reranked: int = 0  # final translations where the reverse model chose another beam candidate
     audio_dropped_chunks: int = 0
     behind: bool = False
     final_latency_s: Window = field(default_factory=Window)
@@ -153,6 +167,13 @@ class _Utterance:
     last: object | None = None  # the last partial's transcription ...
     last_samples: int = 0  # ... and how many samples it covered
     speaker: dict | None = None  # {"id", "name"} once known
+    probed: bool = False  # ... and whether it was the end-of-speech probe (decoded as a final would be)
+    gap_s: float = 0.0  # silence left out between the parts of an utterance held open across pauses
+
+    @property
+    def end(self) -> float:
+        """Audio time just after the last sample (pauses left out of the audio included)."""
+        return self.start + self.seconds + self.gap_s
 
     def audio(self) -> np.ndarray:
         if len(self.chunks) > 1:
@@ -162,6 +183,16 @@ class _Utterance:
     @property
     def seconds(self) -> float:
         return self.samples / SR
+
+
+@dataclass
+class _Held:
+    """An utterance whose speech paused mid-sentence: it becomes final if the pause grows long, or continues."""
+
+    utt: _Utterance
+    speech_end: float  # audio time of the last speech
+    speech_end_wall: float
+    speech_samples: int
 
 
 @dataclass(frozen=True)
@@ -187,17 +218,36 @@ class Pipeline:
     def __init__(self, *, asr, segmenter, translators: dict[tuple[str, str], object], sink: Callable[[CaptionEvent], None],
                  source_lang: str = "auto", targets: Iterable[str] = (), beam_size: int = 1, mt_beam_size: int = 1,
                  partial_interval_s: float = 0.5, max_segment_s: float = 15.0, partials: bool = True,
-                 skip_when_behind: bool = True, speakers=None):
+                 skip_when_behind: bool = True, speakers=None, spoken: Iterable[str] = (),
+                 sentence_pause_s: float = 0.0, mt_guard: bool = True,
+                 prompt_terms: Callable[[str], list[str]] | None = None):
         self.asr = asr
         self.segmenter = segmenter
         self.translators = dict(translators)
         self.sink = sink
         self.source_lang = source_lang
+        self.candidates = lid.candidates(getattr(asr, "languages", ["en"]), list(spoken)) if source_lang == "auto" \
+            else [source_lang]
+        if not self.candidates:
+            raise ValueError(f"none of the spoken languages {list(spoken)} is known to the speech model")
+        self.language_prior: Callable[[], dict[str, float]] = lambda: lid.sticky_prior(self._last_lang)
+        self._last_lang: str | None = None  # the previous turn's language (the default prior)
+        # levers of accuracy against latency (the accuracy bench measures each); defaults are the module's constants
+        self.context_max_chars = CONTEXT_MAX_CHARS  # 0: no previous-text prompt
+        self.prompt_terms = prompt_terms  # lang -> terms likely said in it (the glossary's), prompted before the context
+        self.partial_pad_s, self.final_pad_s = PARTIAL_PAD_S, FINAL_PAD_S
+        self._context: list[str] = []  # finalised texts of the current context (see CONTEXT_*)
+        self._context_lang: str | None = None
+        self._context_end = 0.0  # audio time where the context's last final ended
         self.targets = list(targets)
         self.beam_size = beam_size
         self.mt_beam_size = mt_beam_size
+        self.mt_guard = mt_guard  # check final translations with the reverse model where one is loaded
+        self._roundtrip: dict[tuple[str, str], RoundTripTranslator] = {}
         self.partial_interval = int(partial_interval_s * SR)
         self.max_segment = int(max_segment_s * SR)
+        self.sentence_pause_s = sentence_pause_s  # a shorter pause keeps an unfinished sentence open (0: never)
+        self._held: _Held | None = None
         self.partials = partials
         self.skip_when_behind = skip_when_behind
         self.speakers = speakers  # None: speaker turns off
@@ -328,6 +378,7 @@ class Pipeline:
             if item is _STOP:
                 for ev in self.segmenter.flush():
                     self._on_vad(ev, time.monotonic())
+                self.end_utterance_at_pause("end of audio")
                 if self._utt is not None:
                     self._finalise(self._utt, time.monotonic())
                     self._utt = None
@@ -340,16 +391,24 @@ class Pipeline:
             for ev in self.segmenter.process(samples):
                 self._on_vad(ev, wall)
             self._probe_end(wall)
+            if (self._held is not None and self._audio_t - self._held.speech_end >= self.sentence_pause_s
+                    and not self.segmenter.in_onset):  # speech resuming: wait for the VAD to confirm it
+                self.end_utterance_at_pause("long pause")
             self.stats.busy_s += time.perf_counter() - t0
             self.failing.pop("recognizer", None)
 
     def _on_vad(self, ev, wall: float) -> None:
-        if ev.kind == "start":
+        if ev.kind == "start" and self._held is not None:  # speech resumed inside a sentence: the same utterance
+            held, self._held = self._held, None
+            self._utt = held.utt
+            held.utt.gap_s += max(0.0, ev.start - held.utt.end)
+            self.stats.pauses_held += 1
+        elif ev.kind == "start":
             # wall time when speech began: the chunk's capture time minus the audio since the first speech window
             onset = ev.onset if getattr(ev, "onset", None) is not None else ev.start
             onset_wall = wall - max(0.0, self._audio_t - onset)
             self._utt = _Utterance(id=f"{self._id_prefix}-{next(self._ids)}", start=ev.start, onset_wall=onset_wall,
-                                   language=None if self.source_lang == "auto" else self.source_lang)
+                                   language=self.candidates[0] if lid.fixed(len(self.candidates)) else None)
         utt = self._utt
         if utt is None:
             return
@@ -360,8 +419,8 @@ class Pipeline:
         if ev.kind == "end":
             # wall time when the last speech was captured: the chunk's capture time minus the audio after speech end
             speech_end = ev.speech_end if ev.speech_end is not None else ev.end
-            self._finalise(utt, wall - max(0.0, self._audio_t - speech_end), speech_samples=utt.samples - len(samples))
             self._utt = None
+            self._pause(_Held(utt, speech_end, wall - max(0.0, self._audio_t - speech_end), utt.samples - len(samples)))
         elif utt.samples >= self.max_segment:
             self._cut(utt, wall)
         elif self.partials and utt.samples - utt.decoded_at >= self._partial_gap() and utt.seconds >= MIN_PARTIAL_AUDIO_S:
@@ -375,6 +434,26 @@ class Pipeline:
                 self.stats.behind = False
                 self._partial(utt, wall)
 
+    def _pause(self, held: _Held) -> None:
+        """Speech ended: a final now if the text ends a sentence (or holding is off), else hold the utterance open."""
+        utt = held.utt
+        if self.sentence_pause_s > 0 and len(utt.audio()) >= SR * 0.2:
+            result = self._final_decode(utt, self._lock_language(utt, utt.audio(), final=True), held.speech_samples)
+            utt.last, utt.last_samples, utt.probed = result, len(utt.audio()), True  # the final reuses this decode
+            if not finished(result.text, self._audio_t - held.speech_end, self.sentence_pause_s):
+                log.debug("utterance %s held open at a pause: %r", utt.id, result.text)
+                self._held = held
+                return
+        self._finalise(utt, held.speech_end_wall, speech_samples=held.speech_samples)
+
+    def end_utterance_at_pause(self, reason: str) -> None:
+        """Finalise the utterance held open by a pause now (e.g. the speaker changed); a no-op when none is held.
+        Recognizer thread only."""
+        held, self._held = self._held, None
+        if held is not None:
+            log.debug("utterance %s ends at its pause (%s)", held.utt.id, reason)
+            self._finalise(held.utt, held.speech_end_wall, speech_samples=held.speech_samples)
+
     def _probe_end(self, wall: float) -> None:
         """Speech just paused: decode what we have now. If the pause turns out to be the end (after the VAD's
         hangover), this decode is the final and the final costs no decoding time; if speech resumes, it was a partial."""
@@ -384,7 +463,7 @@ class Pipeline:
                 or self.segmenter.trailing_silence_s < END_PROBE_S
                 or (self.skip_when_behind and self.backlog_s() > BEHIND_SECONDS)):
             return
-        self._partial(utt, wall)
+        self._partial(utt, wall, probe=True)
 
     def _partial_gap(self) -> int:
         """Samples of new audio before the next partial: the configured cadence, stretched in real time so that
@@ -394,24 +473,73 @@ class Pipeline:
         return max(self.partial_interval, int(PARTIAL_DUTY * self._last_partial_s * SR))
 
     def _lock_language(self, utt: _Utterance, audio: np.ndarray, *, final: bool = False) -> str | None:
-        """Detect the turn's language and lock it once confident (or once enough speech is in, or at the final)."""
+        """Detect the turn's language among the candidates, weighted by the prior (`language_prior`: the previous
+        turn's language by default; speaker turns may set a per-speaker one), and lock it once confident."""
         if utt.language is None:
-            lang, p = self.asr.detect_language(audio)[0]
-            if p >= LANG_LOCK_PROB or utt.seconds >= LANG_LOCK_MAX_S or final:
-                utt.language = lang
-                log.info("utterance %s: language %s (p=%.2f, %.1f s), locked for the turn", utt.id, lang, p, utt.seconds)
+            n = len(self.candidates)
+            choice = lid.choose(self.asr.detect_language(audio), allowed=self.candidates, prior=self.language_prior())
+            if lid.should_lock(choice, utt.seconds, n, final=final):
+                utt.language = choice.language
+                log.info("utterance %s: language %s (p=%.2f among %d, %.1f s), locked for the turn", utt.id,
+                         choice.language, choice.probability, n, utt.seconds)
         return utt.language
 
-    def _partial(self, utt: _Utterance, wall: float) -> None:
+    # ---- context across segments ----------------------------------------------------------------------------------
+    def reset_context(self, reason: str) -> None:
+        """Forget the previous text: the next decode starts without context (also for other features, e.g. a
+        speaker change). Called by the recognizer thread only."""
+        if self._context:
+            log.debug("context reset (%s)", reason)
+        self._context, self._context_lang = [], None
+
+    def _prompt(self, utt: _Utterance, lang: str) -> str | None:
+        """The previous text to condition `utt`'s decodes on, after the reset rules."""
+        if self._context_lang is not None and self._context_lang != lang:
+            self.reset_context(f"language {self._context_lang} -> {lang}")
+        elif self._context and utt.start - self._context_end > CONTEXT_RESET_SILENCE_S:
+            self.reset_context(f"{utt.start - self._context_end:.1f} s of silence")
+        return (" ".join(self._context)[-self.context_max_chars:] or None) if self.context_max_chars > 0 else None
+
+    def _remember(self, utt: _Utterance, lang: str, text: str) -> None:
+        self._context.append(text)
+        self._context_lang, self._context_end = lang, utt.end
+        while len(self._context) > 1 and sum(len(t) + 1 for t in self._context[1:]) >= self.context_max_chars:
+            self._context.pop(0)
+
+    def _terms(self, lang: str) -> str:
+        """The glossary terms said in `lang`, as "term, term." within TERMS_PROMPT_MAX_CHARS ('' when none)."""
+        terms: list[str] = []
+        for term in self.prompt_terms(lang) if self.prompt_terms else ():
+            if sum(len(t) + 2 for t in terms) + len(term) + 1 > TERMS_PROMPT_MAX_CHARS:
+                break
+            terms.append(term)
+        return ", ".join(terms) + "." if terms else ""
+
+    def _decode(self, utt: _Utterance, audio: np.ndarray, lang: str, beam_size: int, pad_s: float | None):
+        """Transcribe `utt`'s audio conditioned on the glossary's terms and the context, without the sentences
+        Whisper copied from the context (a sentence that is only a term is kept: it may well have been said)."""
+        context = self._prompt(utt, lang)
+        prompt = " ".join(x for x in (self._terms(lang), context) if x) or None
+        result = self.asr.transcribe(audio, language=lang, task="transcribe", beam_size=beam_size, prompt=prompt,
+                                     pad_seconds=pad_s)
+        if context:
+            text = guards.strip_prompt_echo(result.text, context)
+            if text != result.text.strip():
+                log.debug("utterance %s: dropped what the prompt echoed: %r -> %r", utt.id, result.text, text)
+                result = replace(result, text=text)
+        return result
+
+    def _partial(self, utt: _Utterance, wall: float, probe: bool = False) -> None:
         audio = utt.audio()
-        if utt.language is None and utt.seconds < LANG_DETECT_MIN_S:
+        if utt.language is None and utt.seconds < lid.detect_min_s(len(self.candidates)):
             return
         utt.decoded_at = utt.samples
         lang = self._lock_language(utt, audio)
         if lang is None:
             return  # no partials until the language is known: a caption never changes language mid-sentence
         t0 = time.perf_counter()
-        result = self.asr.transcribe(audio, language=lang, task="transcribe", beam_size=1)
+        result = self._decode(utt, audio, lang, 1, self.final_pad_s if probe else self.partial_pad_s)
+        utt.probed = probe
         asr_s = time.perf_counter() - t0
         self._last_partial_s = asr_s
         utt.last, utt.last_samples = result, len(audio)
@@ -420,7 +548,7 @@ class Pipeline:
             return
         stable, tail = utt.stable.update(result.text.split())
         text = " ".join(stable + tail)
-        end = utt.start + utt.seconds
+        end = utt.end
         utt.speaker = self._speaker(utt, audio) or utt.speaker
         self._emit(utt.id, False, lang, lang, text, utt.start, end, {"asr": asr_s}, stable=" ".join(stable),
                    speaker=utt.speaker)
@@ -431,6 +559,23 @@ class Pipeline:
         self._to_translator(_SourceCaption(utt.id, False, lang, " ".join(stable), utt.start, end, None, wall, asr_s,
                                            speaker=utt.speaker))
 
+    def _final_decode(self, utt: _Utterance, lang: str, speech_samples: int | None):
+        """The final's transcription: the end-of-speech probe's when it covered every spoken sample, else a decode
+        (with Whisper's fallback to a beam when the result is repetitive or unlikely)."""
+        if (self.beam_size == 1 and utt.last is not None and speech_samples is not None
+                and utt.last_samples >= speech_samples and utt.probed):
+            return utt.last
+        audio = utt.audio()
+        result = self._decode(utt, audio, lang, self.beam_size, self.final_pad_s)
+        if self.beam_size < FALLBACK_BEAM and _needs_fallback(result):
+            retry = self.asr.transcribe(audio, language=lang, task="transcribe", beam_size=FALLBACK_BEAM,
+                                        pad_seconds=self.final_pad_s)  # without the prompt: it may be what misled
+            log.info("utterance %s: fallback to beam %d (logprob %.2f -> %.2f, compression %.2f -> %.2f)", utt.id,
+                     FALLBACK_BEAM, result.avg_logprob, retry.avg_logprob, result.compression_ratio, retry.compression_ratio)
+            if retry.avg_logprob >= result.avg_logprob or retry.compression_ratio < result.compression_ratio:
+                result = retry
+        return result
+
     def _finalise(self, utt: _Utterance, speech_end_wall: float, speech_samples: int | None = None) -> None:
         audio = utt.audio()
         if len(audio) < SR * 0.2:
@@ -438,38 +583,31 @@ class Pipeline:
         self._finalising = utt  # a restart after a failure below retries this final
         lang = self._lock_language(utt, audio, final=True)
         t0 = time.perf_counter()
-        if (self.beam_size == 1 and utt.last is not None and speech_samples is not None
-                and utt.last_samples >= speech_samples):
-            result = utt.last  # the end-of-speech probe already decoded every spoken sample
+        result = self._final_decode(utt, lang, speech_samples)
+        if result is utt.last:
             self.stats.finals_from_probe += 1
-        else:
-            result = self.asr.transcribe(audio, language=lang, task="transcribe", beam_size=self.beam_size)
-        if self.beam_size < FALLBACK_BEAM and _needs_fallback(result):
-            # Whisper's decoding fallback: a repetitive or unlikely greedy result is decoded again with a beam
-            retry = self.asr.transcribe(audio, language=lang, task="transcribe", beam_size=FALLBACK_BEAM)
-            log.info("utterance %s: fallback to beam %d (logprob %.2f -> %.2f, compression %.2f -> %.2f)", utt.id,
-                     FALLBACK_BEAM, result.avg_logprob, retry.avg_logprob, result.compression_ratio, retry.compression_ratio)
-            if retry.avg_logprob >= result.avg_logprob or retry.compression_ratio < result.compression_ratio:
-                result = retry
         reason = guards.asr_rejection(result.text, avg_logprob=result.avg_logprob, no_speech_prob=result.no_speech_prob,
                                       duration_s=utt.seconds)
         if reason:
             self.stats.rejected += 1
+            self.reset_context("rejected final")
             log.info("utterance %s rejected (%s): %r", utt.id, reason, result.text)
             if self.speakers is not None:
                 self.speakers.discard(utt.id)
             if utt.first_partial_done:  # retract the provisional caption, and its translations (translator)
-                self._emit(utt.id, True, lang, lang, "", utt.start, utt.start + utt.seconds, {})
-                _put_with_timeout(self._caption_q, _SourceCaption(utt.id, True, lang, "", utt.start, utt.start + utt.seconds,
+                self._emit(utt.id, True, lang, lang, "", utt.start, utt.end, {})
+                _put_with_timeout(self._caption_q, _SourceCaption(utt.id, True, lang, "", utt.start, utt.end,
                                                                   None, speech_end_wall, 0.0), STOP_TIMEOUT_S)
             self._finalising = None
             return
         asr_s = time.perf_counter() - t0
-        end = utt.start + utt.seconds
+        self._last_lang = lang
+        end = utt.end
         text = result.text.strip()
         if utt.stable.stable:  # words already shown as stable are kept; the final re-decode only settles the tail
             stable, tail = utt.stable.update(text.split())
             text = " ".join(stable + tail)
+        self._remember(utt, lang, text)
         utt.speaker = self._speaker(utt, audio, final_lang=lang) or utt.speaker
         self._emit(utt.id, True, lang, lang, text, utt.start, end, {"asr": asr_s}, speaker=utt.speaker)
         self.stats.finals += 1
@@ -492,7 +630,7 @@ class Pipeline:
         head, rest = audio[:cut], audio[cut:]
         utt.chunks, utt.samples = [head], len(head)
         self._finalise(utt, wall)
-        nxt = _Utterance(id=f"{self._id_prefix}-{next(self._ids)}", start=utt.start + cut / SR, onset_wall=wall,
+        nxt = _Utterance(id=f"{self._id_prefix}-{next(self._ids)}", start=utt.start + utt.gap_s + cut / SR, onset_wall=wall,
                          language=utt.language)
         nxt.chunks, nxt.samples = [rest], len(rest)
         self._utt = nxt
@@ -533,6 +671,27 @@ class Pipeline:
             if target != cap.lang and key in self._revs:
                 self._emit(cap.utt_id, True, target, cap.lang, "", cap.start, cap.end, {})
 
+    def _run_route(self, cap: _SourceCaption, route: Route) -> tuple[str, bool]:
+        """(translation, withheld) of `cap` along `route`. A final's last machine-translation hop is checked by the
+        reverse model when one is loaded (n-best reranking; withheld when nothing agrees)."""
+        text = cap.text
+        for i, hop in enumerate(route):
+            if hop.engine == "whisper":
+                if cap.english is None:
+                    return "", False
+                text = cap.english
+                continue
+            reverse = self.translators.get((hop.target, hop.source))
+            if cap.final and self.mt_guard and reverse is not None and i == len(route) - 1:
+                checker = self._roundtrip.setdefault((hop.source, hop.target), RoundTripTranslator(
+                    self.translators[(hop.source, hop.target)], reverse, self.mt_beam_size))
+                checked = checker.translate(text)
+                self.stats.mt_reranked += checked.reranked
+                return checked.text, checked.withheld
+            beam = self.mt_beam_size if cap.final else 1  # partials are provisional: greedy keeps them cheap
+            text = self.translators[(hop.source, hop.target)].translate([text], beam_size=beam)[0]
+        return text, False
+
     def _translate(self, cap: _SourceCaption) -> None:
         if not cap.text:
             return  # an empty partial has nothing to show; an empty final is a retraction (_retract_translations)
@@ -543,22 +702,22 @@ class Pipeline:
             if not cap.final and self._last_translated.get(key) == cap.text:
                 continue  # stable prefix unchanged: nothing new to show
             t0 = time.perf_counter()
-            text = cap.text
-            for hop in route:
-                if hop.engine == "whisper":
-                    if cap.english is None:
-                        text = ""
-                        break
-                    text = cap.english
-                else:
-                    text = self.translators[(hop.source, hop.target)].translate([text], beam_size=self.mt_beam_size)[0]
+            text, withheld = self._run_route(cap, route)
             mt_s = time.perf_counter() - t0
-            if not text:
+            if not text and not withheld:
                 continue
-            reason = guards.translation_rejection(cap.text, text) if route[-1].engine == "mt" else None
+            reason = guards.translation_rejection(cap.text, text) if route[-1].engine == "mt" and text else None
             if reason:
                 self.stats.mt_rejected += 1
                 log.info("translation %s->%s of utterance %s rejected (%s): %r", cap.lang, target, cap.utt_id, reason, text)
+                if not cap.final:
+                    continue
+                withheld = True
+            if withheld:  # nothing agreed with the source: show the source text, marked, never an invented sentence
+                self.stats.mt_withheld += 1
+                self._emit(cap.utt_id, True, target, cap.lang, cap.text, cap.start, cap.end,
+                           {"asr": cap.asr_s, "mt": mt_s}, speaker=cap.speaker, untranslated=True)
+                self._last_translated.pop(key, None)
                 continue
             if cap.final:
                 self._last_translated.pop(key, None)
@@ -594,7 +753,7 @@ class Pipeline:
 
     # ---- events ---------------------------------------------------------------------------------------------
     def _emit(self, utt_id: str, final: bool, lang: str, source_lang: str, text: str, start: float, end: float,
-              latency: dict, stable: str = "", speaker: dict | None = None) -> None:
+              latency: dict, stable: str = "", speaker: dict | None = None, untranslated: bool = False) -> None:
         key = (utt_id, lang)
         rev = self._revs.get(key, 0) + 1
         self._revs[key] = rev
@@ -603,4 +762,4 @@ class Pipeline:
         self.sink(CaptionEvent(id=utt_id, rev=rev, final=final, lang=lang, source_lang=source_lang, text=text,
                                lines=layout(text), start=round(start, 3), end=round(end, 3), emitted=time.time(),
                                latency={k: round(v, 4) for k, v in latency.items()},
-                               stable=text if final else stable, speaker=speaker))
+                               stable=text if final else stable, speaker=speaker, untranslated=untranslated))

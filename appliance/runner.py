@@ -18,16 +18,19 @@ CHUNK = 512  # 32 ms at 16 kHz, the VAD window
 
 def make_pipeline(cfg: Config, engines: Engines, sink: Callable[[CaptionEvent], None], *, realtime: bool = True,
                   partials: bool = True, speakers=None) -> Pipeline:
-    from appliance.glossary import store_for
+    from appliance.glossary import prompt_terms, store_for
     from appliance.translate.enforce import wrap_translators
     from appliance.vad import make_segmenter
 
-    translators = wrap_translators(engines.translators, store_for(cfg.state_dir).current)  # glossary terms enforced
+    glossary = store_for(cfg.state_dir)
+    translators = wrap_translators(engines.translators, glossary.current)  # glossary terms enforced
     return Pipeline(asr=engines.asr, segmenter=make_segmenter(engines.vad_dir, cfg.vad), translators=translators,
                     sink=sink, source_lang=cfg.languages.source, targets=cfg.languages.targets,
                     beam_size=cfg.asr.beam_size, mt_beam_size=cfg.translation.beam_size,
                     partial_interval_s=cfg.asr.partial_interval_s, max_segment_s=cfg.asr.max_segment_s,
-                    partials=partials, skip_when_behind=realtime, speakers=speakers)
+                    partials=partials, skip_when_behind=realtime, speakers=speakers, spoken=cfg.languages.spoken,
+                    sentence_pause_s=cfg.asr.sentence_pause_s, mt_guard=cfg.translation.roundtrip_guard,
+                    prompt_terms=lambda lang: prompt_terms(lang, glossary.current()))  # and prompted to Whisper
 
 
 def run_audio(pipeline: Pipeline, audio: np.ndarray, *, realtime: bool, tail_silence_s: float = 1.0) -> None:

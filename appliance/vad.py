@@ -101,6 +101,11 @@ class SpeechSegmenter:
         return self._state == "speech"
 
     @property
+    def in_onset(self) -> bool:
+        """Speech may be starting (not yet long enough to open a segment)."""
+        return self._state == "onset"
+
+    @property
     def trailing_silence_s(self) -> float:
         """Seconds of silence held at the end of an open segment (0 when speech is going on or no segment is open)."""
         return self._silence_run * WINDOW / SR if self._state == "speech" else 0.0

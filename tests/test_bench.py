@@ -34,3 +34,20 @@ def test_bench_table(appliance_cmd, built_model, models_dir):
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "| model" in proc.stdout and "bergamot-en-pt" in proc.stdout and "ratio_vs_native" in proc.stdout
+
+
+ACCURACY_KEYS = {"wer_streaming", "wer_offline", "lid_accuracy", "sentences_lost", "translations_withheld",
+                 "guard_false_rejections", "chrf", "final_latency_p50_s", "final_latency_p95_s", "first_partial_p50_s"}
+
+
+def test_bench_accuracy_quick_json(appliance_cmd, built_model, models_dir):
+    for name in ("whisper-base", "silero-vad", "bergamot-en-pt", "bergamot-pt-en"):
+        built_model(name)
+    proc = subprocess.run(appliance_cmd + ["--models-dir", str(models_dir), "bench", "accuracy", "--quick", "--json"],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data = json.loads(proc.stdout)
+    assert ACCURACY_KEYS <= set(data)
+    assert 0 <= data["wer_streaming"] <= 1 and 0 <= data["wer_offline"] <= 1
+    assert data["guard_checked"] == 70 and 0 <= data["guard_false_rejections"] <= data["guard_checked"]
+    assert data["spoken"] == ["en", "es", "pt", "de", "fr", "it"]

@@ -44,6 +44,17 @@ def test_caption_state_labels_each_change_of_speaker():
     assert state.rows()[-1] == ("Chair: Eu", True)
 
 
+def test_caption_state_marks_untranslated_text_before_the_speaker_and_counts_both_in_the_width():
+    """An untranslated final (the source text, no translation agreed with it) starts with its language, then the
+    speaker's name at a change of speaker, as on the web display; both marks count in the line width."""
+    state = CaptionState(rows=4, width=24)
+    _accept(state, spoken(1, CHAIR, "Bom dia."), 1)
+    _accept(state, {**spoken(2, CHAIR, "Thank you all for coming."), "untranslated": True}, 2)
+    _accept(state, {**spoken(3, S2, "Thanks."), "untranslated": True}, 3)
+    assert [r for r, _ in state.rows()] == ["Chair: Bom dia.", "[EN] Thank you all for", "coming.",
+                                            "[EN] S2: Thanks."]
+
+
 def test_caption_state_counts_the_speaker_label_in_the_line_width():
     state = CaptionState(rows=4, width=24)
     _accept(state, spoken(1, CHAIR, "Bom dia a todos e bem-vindos à reunião."), 1)

@@ -79,3 +79,19 @@ def test_demo_printer_subscribes_like_a_display(tmp_path):
             f.stop()
         broker.stop()
     assert out.getvalue() == "[pt] olá [2J\n[pt] <b>negrito</b>\n"
+
+
+def test_untranslated_final_is_labelled_with_its_language():
+    import io
+
+    from appliance.bus.client import CaptionState
+    from appliance.display.terminal import TerminalView
+
+    state = CaptionState()
+    out = io.StringIO()
+    view = TerminalView(out, plain=True)
+    for i, msg in enumerate([final(1, text="Bom dia."), {**final(2, text="Thank you all."), "untranslated": True}]):
+        state.accept({**msg, "seq": i + 1})
+    view.changed(state)
+    assert out.getvalue().splitlines() == ["Bom dia.", "[EN] Thank you all."]
+    assert [text for text, _ in state.rows()] == ["Bom dia.", "[EN] Thank you all."]  # the live view too

@@ -299,3 +299,41 @@ def test_audience_page_on_the_display_server_reads_the_closed_broker(browser, tm
         server.shutdown()
         pub.stop(timeout=1)
         broker.stop()
+
+
+def test_web_display_marks_untranslated_source_text(browser, stack, artifacts):
+    """A final whose text is the source text (no translation agreed with it): its lines in another colour, its first
+    line marked with the language it is in ("[EN] ", counted in the line width), on the live rows and in the
+    history; with a change of speaker the mark comes before the name. The text itself is untouched."""
+    broker, pub, base = stack
+    page = browser.new_page(viewport={"width": 1280, "height": 720})
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(f"{base}/display/?room=r1&lang=pt&rows=2&width=24&history=3&broker=ws://127.0.0.1:{broker.ws_port}")
+    page.wait_for_function("() => document.getElementById('banner').hidden === false")
+    pub.start()
+    pub.publish_detail({"name": "Sala Azul", "languages": ["pt"]})
+    page.wait_for_function("() => document.getElementById('banner').hidden")  # subscribed and the room is online
+    pub.publish(final(1, text="Bom dia."))
+    pub.publish({**final(2, text="Thank you all for coming."), "untranslated": True})
+    page.wait_for_function("() => window.captionDisplay.finals === 2")
+    page.wait_for_function(CAUGHT_UP, timeout=30_000)
+    marked = "els => els.map(e => [e.textContent, e.className, getComputedStyle(e, '::before').content])"
+    assert page.eval_on_selector_all(".row", marked) == [  # "[EN] " + 17 characters: "coming." goes on
+        ["Thank you all for", "row untranslated", '"[EN] "'], ["coming.", "row untranslated", "none"]]
+    assert page.eval_on_selector_all("#history .hist", marked) == [["Bom dia.", "hist age-1", "none"]]
+    pub.publish(final(3, text="Obrigado."))
+    page.wait_for_function("() => window.captionDisplay.finals === 3")
+    page.wait_for_function(CAUGHT_UP, timeout=30_000)
+    assert page.eval_on_selector_all("#history .hist", marked) == [
+        ["Bom dia.", "hist age-2", "none"], ["Thank you all for", "hist age-0 untranslated", '"[EN] "']]
+    live = page.eval_on_selector_all(".row", "els => els.map(e => [e.textContent, getComputedStyle(e).color])")
+    assert live[0][0] == "coming." and live[1][0] == "Obrigado."
+    assert live[0][1] != live[1][1]  # untranslated text in another colour
+    pub.publish({**final(4, text="Thanks."), "untranslated": True, "speaker": {"id": "S1", "name": "Chair"}})
+    page.wait_for_function("() => window.captionDisplay.finals === 4")
+    page.wait_for_function(CAUGHT_UP, timeout=30_000)
+    assert page.eval_on_selector_all(".row", marked)[-1] == ["Chair: Thanks.", "row sp1 untranslated", '"[EN] "']
+    page.screenshot(path=str(artifacts / "display-web-untranslated.png"))
+    assert not errors
+    page.close()

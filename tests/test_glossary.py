@@ -111,6 +111,24 @@ def test_real_model_keeps_and_forces_terms_through_placeholders(en_pt):
     assert "Bergamot Project" not in en_pt.translate([texts[0]])[0]  # without the glossary the name is translated
 
 
+def test_real_model_candidates_for_the_round_trip_guard_keep_and_force_terms(en_pt, built_model):
+    """The round-trip guard reranks n-best candidates (translate_nbest): each carries the glossary's terms too, and
+    the guarded translation of a final keeps them."""
+    from appliance.translate import Translator
+    from appliance.translate.roundtrip import RoundTripTranslator
+
+    forced = "a direção executiva"  # not what the model says for "the board"
+    g = Glossary((Entry("en", "pt", "the board", forced),))
+    enforced = GlossaryTranslator(en_pt, "en", "pt", lambda: g)
+    text = "We discussed the proposal with the board."
+    candidates = enforced.translate_nbest(text, 4)
+    assert candidates and all(forced in c.lower() for c, _ in candidates), candidates
+    assert not any(forced in c.lower() for c, _ in en_pt.translate_nbest(text, 4))  # the model's own words
+    assert enforced.translate_nbest("The weather is nice today.", 4) == en_pt.translate_nbest("The weather is nice today.", 4)
+    checked = RoundTripTranslator(enforced, Translator.load(built_model("bergamot-pt-en")), 4).translate(text)
+    assert not checked.withheld and forced in checked.text.lower(), checked
+
+
 def test_bench_glossary_on_one_configured_entry(tmp_path, models_dir, built_model):
     from appliance.bench import glossary_bench
 

@@ -44,3 +44,36 @@ def test_repeated_ngram():
     assert repeated_ngram("a b c a b c a b c".split())
     assert not repeated_ngram("the cat sat on the mat".split())
     assert not repeated_ngram("no no".split())
+
+
+def test_chrf_matches_sacrebleu():
+    import sacrebleu
+
+    from appliance.guards import chrf
+
+    for hyp, ref in [("Thank you for your kind words.", "Thank you all for coming."), ("a b", "a b"),
+                     ("Good day all, and welcome", "Good morning everyone, and welcome"), ("", "abc")]:
+        assert chrf(hyp, ref) == pytest.approx(sacrebleu.sentence_chrf(hyp, [ref]).score, abs=1e-6), (hyp, ref)
+
+
+def test_roundtrip_pick_prefers_the_candidate_that_comes_back():
+    from appliance.translate.roundtrip import pick
+
+    source = "Thank you all for coming."
+    candidates = [("Obrigado por enviar uma edição.", -0.06), ("Obrigado a todos por vir.", -0.52)]
+    backs = [["Thank you for your kind words.", "Thank you for your comments."], ["Thank you all for coming."]]
+    assert pick(source, candidates, backs) == (1, 100.0)
+    assert pick(source, candidates, [["Thank you for your kind words."], []]) == (0, pytest.approx(36.53, abs=0.01))
+
+
+@pytest.mark.parametrize("text, prompt, expected", [
+    ("Hello world. How are you today?", "The quick brown fox. Hello world.", "How are you today?"),
+    ("You today? You today?", None, "You today?"),
+    ("Hello world.", "Hello world.", ""),  # all echo: nothing new was heard
+    ("Yes. Yes, it is.", "Yes.", "Yes. Yes, it is."),  # one-word sentences are too common to call an echo
+    ("The budget is ready.", "The budget for next year.", "The budget is ready."),
+])
+def test_strip_prompt_echo(text, prompt, expected):
+    from appliance.guards import strip_prompt_echo
+
+    assert strip_prompt_echo(text, prompt) == expected

@@ -187,6 +187,19 @@ def test_form_save_validates_against_installed_models(panel):
     assert cfg.broker.password == "s3cret-broker"  # untouched sections stay
 
 
+def test_spoken_languages_field(panel):
+    panel.setup_and_login()
+    page = panel.client.get("/").text
+    assert 'name="languages.spoken"' in page and "Spoken languages" in page
+    form = {"csrf_token": panel.token("/"), "room.id": "hall", "room.name": "Hall", "languages.source": "auto",
+            "languages.targets": ["en"]}
+    r = panel.client.post("/", data={**form, "languages.spoken": "en, xx"})
+    assert r.status_code == 400 and "languages.spoken: xx not supported" in r.text
+    r = panel.client.post("/", data={**form, "languages.spoken": "en, pt"})
+    assert r.status_code == 303
+    assert cfgmod.load(panel.config_path).languages.spoken == ["en", "pt"]
+
+
 def test_broker_password_is_write_only_in_the_form(panel):
     panel.setup_and_login()
     page = panel.client.get("/broker").text
@@ -230,7 +243,7 @@ def test_healthz_and_metrics(panel):
     r = panel.client.get("/healthz")  # no login needed, even before set-up
     assert r.status_code == 503 and r.get_json()["problems"] == ["pipeline not running"]
     panel.status.pipeline = SimpleNamespace(stats=SimpleNamespace(audio_s=4.0, busy_s=1.0, rtf=0.25, finals=2,
-                                                                  final_latency_s=[0.4, 0.6]),
+                                                                  final_latency_s=[0.4, 0.6], mt_withheld=3),
                                             errors=[], backlog_s=lambda: 0.0)
     panel.status.add_caption({"id": "a", "lang": "pt", "final": True, "text": "olá"})
     panel.status.set_broker_state("connected")
@@ -242,6 +255,7 @@ def test_healthz_and_metrics(panel):
     fams = {f.name: f for f in text_string_to_metric_families(text)}
     assert fams["appliance_rtf"].samples[0].value == 0.25
     assert fams["appliance_healthy"].samples[0].value == 1
+    assert fams["appliance_mt_withheld"].samples[0].value == 3  # untranslated finals are counted
     lat = {(s.name, s.labels.get("quantile")): s.value for s in fams["appliance_stage_latency_seconds"].samples
            if s.labels["stage"] == "final"}
     assert lat[("appliance_stage_latency_seconds", "0.95")] == 0.6

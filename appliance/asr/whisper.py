@@ -39,6 +39,7 @@ PAD_SECONDS = 1.0  # silence after the audio in the encoder input, when whisper.
 # A text that starts over (the same >= LOOP_MIN_TOKENS tokens twice in a row at the end) is a decoding loop: Whisper
 # on audio shorter than its 30 s window sometimes repeats the utterance instead of ending it. The repeat is dropped.
 LOOP_MIN_TOKENS = 4
+MAX_PROMPT_TOKENS = 223  # previous-text prompt: Whisper's own bound (half the text context, minus <|startofprev|>)
 
 
 def ends_in_loop(tokens: list[int], min_tokens: int = LOOP_MIN_TOKENS) -> int:
@@ -120,14 +121,15 @@ class WhisperModel:
         self._step(np.array([[self.tokenizer.specials.sot]], dtype=np.int64), self._empty_cache(1), cross)
 
     # ---- graph calls -----------------------------------------------------------------------------------------
-    def frames_for(self, samples: int) -> int:
-        """Encoder input frames for `samples` of audio: its own length + pad_frames of silence, at least min_frames,
-        even, at most 30 s."""
-        frames = max(features.n_frames(samples) + self.pad_frames, self.min_frames, 2)
+    def frames_for(self, samples: int, pad_seconds: float | None = None) -> int:
+        """Encoder input frames for `samples` of audio: its own length + pad_frames (or `pad_seconds`) of silence,
+        at least min_frames, even, at most 30 s."""
+        pad = self.pad_frames if pad_seconds is None else int(round(pad_seconds * SAMPLE_RATE / features.HOP))
+        frames = max(features.n_frames(samples) + pad, self.min_frames, 2)
         return min(frames + frames % 2, self.max_frames)
 
-    def _encode(self, audio: np.ndarray):
-        mel = features.log_mel(audio, self.n_mels, self.frames_for(len(audio)))
+    def _encode(self, audio: np.ndarray, pad_seconds: float | None = None):
+        mel = features.log_mel(audio, self.n_mels, self.frames_for(len(audio), pad_seconds))
         cross_k, cross_v = self.encoder.run(None, {"mel": mel[None]})
         return cross_k, cross_v
 
@@ -159,9 +161,15 @@ class WhisperModel:
         return [(codes[i], float(probs[i])) for i in order]
 
     def transcribe(self, audio: np.ndarray, language: str | None = None, task: str = "transcribe", beam_size: int = 1,
-                   max_new_tokens: int | None = None) -> Transcription:
+                   max_new_tokens: int | None = None, prompt: str | None = None,
+                   pad_seconds: float | None = None) -> Transcription:
         """Text of 16 kHz mono float32 `audio`. `language=None` detects it (per 30 s window); `task="translate"`
-        gives English (multilingual models only). Audio longer than 30 s is decoded in consecutive 30 s windows."""
+        gives English (multilingual models only). Audio longer than 30 s is decoded in consecutive 30 s windows,
+        each conditioned on the text of the one before.
+
+        `prompt`: text said just before (or words likely to be said, such as a glossary's terms), given to the
+        decoder as Whisper's previous-text context (<|startofprev|>, last MAX_PROMPT_TOKENS tokens).
+        `pad_seconds`: silence after the audio in the encoder input (default: the model's pad_input_seconds)."""
         audio = self._check_audio(audio)
         if task not in TASKS:
             raise ValueError(f"unknown task {task!r}: use 'transcribe' or 'translate'")
@@ -177,8 +185,10 @@ class WhisperModel:
         step = int(CHUNK_SECONDS * SAMPLE_RATE)
         parts: list[Transcription] = []
         for start in range(0, max(len(audio), 1), step):  # the first window's language holds for the rest
-            parts.append(self._transcribe_window(audio[start:start + step], language, task, beam_size, max_new_tokens))
+            parts.append(self._transcribe_window(audio[start:start + step], language, task, beam_size, max_new_tokens,
+                                                 prompt, pad_seconds))
             language = parts[0].language
+            prompt = " ".join(x for x in (prompt, parts[-1].text.strip()) if x)
         if len(parts) == 1:
             return parts[0]
         text = " ".join(p.text.strip() for p in parts if p.text.strip())
@@ -196,16 +206,24 @@ class WhisperModel:
             raise ValueError(f"audio must be mono 1-D 16 kHz samples, got shape {audio.shape}")
         return audio.astype(np.float32, copy=False)
 
-    def _transcribe_window(self, audio, language, task, beam_size, max_new_tokens) -> Transcription:
-        cross = self._encode(audio)
+    def _context(self, prompt: str | None) -> list[int]:
+        """<|startofprev|> + the prompt's last tokens, or nothing."""
+        if not prompt or not prompt.strip():
+            return []
+        return [self.tokenizer.specials.sot_prev] + self.tokenizer.encode(" " + prompt.strip())[-MAX_PROMPT_TOKENS:]
+
+    def _transcribe_window(self, audio, language, task, beam_size, max_new_tokens, prompt=None,
+                           pad_seconds=None) -> Transcription:
+        cross = self._encode(audio, pad_seconds)
         language_prob = None
         if language is None:
             language, language_prob = self._detect(cross)[0]
         duration = len(audio) / SAMPLE_RATE
-        prompt = self.tokenizer.prompt(language, task)
+        context = self._context(prompt)
+        start = context + self.tokenizer.prompt(language, task)
         limit = max_new_tokens or min(MAX_NEW_TOKENS, max(16, int(duration * MAX_TOKENS_PER_SECOND)))
-        limit = min(limit, self.n_text_ctx - len(prompt))
-        tokens, sum_logprob, no_speech = self._decode(cross, prompt, beam_size, limit)
+        limit = min(limit, self.n_text_ctx - len(start))
+        tokens, sum_logprob, no_speech = self._decode(cross, start, beam_size, limit, sot_at=len(context))
         text = self.tokenizer.decode(tokens)
         return Transcription(text=text, language=language, tokens=tuple(tokens),
                              avg_logprob=sum_logprob / (len(tokens) + 1), compression_ratio=compression_ratio(text),
@@ -218,11 +236,13 @@ class WhisperModel:
             logits[:, self._begin] = -np.inf
         return _log_softmax(logits)
 
-    def _decode(self, cross, prompt: list[int], beam_size: int, limit: int) -> tuple[list[int], float, float]:
-        """Beam search as openai-whisper's (beam_size=1 is greedy): -> (tokens, sum of log-probs, no-speech prob)."""
+    def _decode(self, cross, prompt: list[int], beam_size: int, limit: int,
+                sot_at: int = 0) -> tuple[list[int], float, float]:
+        """Beam search as openai-whisper's (beam_size=1 is greedy): -> (tokens, sum of log-probs, no-speech prob).
+        `sot_at`: position of <|startoftranscript|> in `prompt` (after any previous-text context)."""
         eot = self.tokenizer.specials.eot
         logits, cache = self._step(np.array([prompt], dtype=np.int64), self._empty_cache(1), cross)
-        sot_logits = logits[0, 0].astype(np.float64)
+        sot_logits = logits[0, sot_at].astype(np.float64)
         sot_probs = np.exp(sot_logits - sot_logits.max())
         no_speech = float(sot_probs[self.tokenizer.specials.no_speech] / sot_probs.sum())
         beams: list[tuple[list[int], float]] = [([], 0.0)]

@@ -37,6 +37,11 @@ REMEMBER = 2000  # (id, rev) keys kept for de-duplication
 SESSION_EXPIRY_S = 600  # the broker keeps a display's subscription (and queues finals) this long while it is away
 
 
+def untranslated_mark(msg: dict) -> str:
+    """Prefix of an untranslated caption's first line: "[EN] " (the language actually shown)."""
+    return f"[{str(msg.get('source_lang') or '?').upper()}] "
+
+
 class CaptionState:
     def __init__(self, *, rows: int = ROWS, width: int = WIDTH, remember: int = REMEMBER):
         self.rows_n, self.width, self.remember = rows, width, remember
@@ -102,11 +107,13 @@ class CaptionState:
         return sp.get("name") or sp["id"]
 
     def _marked_lines(self, msg: dict, label: str | None) -> list[str]:
-        """A change of speaker starts its first line with "Name: " (finals always start a new line); the label
-        counts in the line width, as on the web display."""
-        if not label:
+        """A change of speaker starts its first line with "Name: ", untranslated source text (no translation agreed
+        with it) with its language, "[EN] " (both: "[EN] Name: "); finals always start a new line, and the marks
+        count in the line width, as on the web display."""
+        mark = untranslated_mark(msg) if msg.get("untranslated") is True else ""
+        if not label and not mark:
             return self._lines(msg)
-        prefix, text = f"{label}: ", msg.get("text", "")
+        prefix, text = mark + (f"{label}: " if label else ""), msg.get("text", "")
         words = text.split()
         if not words:
             return []

@@ -138,7 +138,7 @@ def encode(msg: dict) -> bytes:
     data = _dumps(msg)
     if len(data) > MAX_PAYLOAD_BYTES:  # only possible with huge extra fields: drop those, keep the caption
         slim = {k: msg[k] for k in ("id", "rev", "final", "lang", "source_lang", "text", "lines", "start", "end",
-                                    "emitted", "v", "seq", "speaker") if k in msg}
+                                    "emitted", "v", "seq", "speaker", "untranslated") if k in msg}
         data = _dumps(slim)
     return data
 

@@ -49,6 +49,12 @@ def parse_broker(spec: str | None, default_port: int = 1883) -> tuple[str, int, 
     return u.hostname, port, transport, tls
 
 
+def _mark(msg: dict) -> str:
+    from appliance.bus.client import untranslated_mark
+
+    return untranslated_mark(msg)
+
+
 class TerminalView:
     def __init__(self, out, *, plain: bool):
         self.out, self.plain = out, plain
@@ -62,7 +68,8 @@ class TerminalView:
                 for msg in state.finals:
                     if msg["seq"] > self._printed:
                         label = f"{msg['turn']}: " if msg.get("turn") else ""  # a change of speaker
-                        self.out.write(safe_text(label + msg["text"]) + "\n")
+                        mark = _mark(msg) if msg.get("untranslated") is True else ""  # the source text: its language
+                        self.out.write(safe_text(mark + label + msg["text"]) + "\n")
                         self._printed = msg["seq"]
                 self.out.flush()
                 return

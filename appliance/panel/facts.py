@@ -71,7 +71,7 @@ def check_config_languages(cfg: Config, models_dir: Path) -> None:
     if asr is None:
         return  # nothing to check against; the daemon reports the missing model
     check_languages(cfg.languages.source, cfg.languages.targets, list(asr.languages), set(mt_pairs(models_dir)),
-                    len(asr.languages) > 1)
+                    len(asr.languages) > 1, cfg.languages.spoken)
 
 
 def asr_models(models_dir: Path) -> list[str]:

@@ -51,6 +51,9 @@ def render(snapshot: dict) -> str:
                            ("partials_skipped", "Partial captions skipped to keep up."),
                            ("rejected", "Recognitions rejected by the hallucination guards."),
                            ("mt_rejected", "Translations rejected by the guards."),
+                           ("mt_withheld", "Final translations withheld (no candidate agreed with the source; "
+                                           "the source text was published marked untranslated)."),
+                           ("mt_reranked", "Final translations where the reverse model chose another beam candidate."),
                            ("audio_dropped_chunks", "Audio chunks dropped because the queue was full."),
                            ("restarts", "Pipeline stages restarted after an exception.")):
         o.family(f"appliance_{key}_total", "counter", help_text, [({}, p[key])])

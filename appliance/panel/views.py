@@ -83,6 +83,7 @@ def _room_custom(form, data: dict) -> None:
     targets = [t for t in form.getlist("languages.targets") if t.strip()]
     targets += [t for t in (form.get("languages.targets_other") or "").replace(",", " ").split() if t]
     set_path(data, "languages.targets", targets)
+    set_path(data, "languages.spoken", parse(spec("languages.spoken"), form))
 
 
 def _room_extra(data: dict) -> dict:
@@ -95,6 +96,7 @@ def _room_extra(data: dict) -> dict:
     other = [t for t in get_path(data, "languages.targets", []) if t not in listed]
     return {"langs": langs, "source_spec": spec("languages.source", get_path(data, "languages.source")),
             "targets_spec": spec("languages.targets"), "targets_other": ", ".join(other),
+            "spoken_spec": spec("languages.spoken", get_path(data, "languages.spoken", [])),
             "selected_targets": get_path(data, "languages.targets", [])}
 
 

@@ -82,6 +82,24 @@ class GlossaryTranslator:
             result[i] = out
         return result
 
+    def translate_nbest(self, text: str, beam_size: int) -> list[tuple[str, float]]:
+        """The wrapped translator's candidates (the round-trip guard's input) with the glossary enforced: candidates
+        that lost a placeholder are dropped; when all of them did, in every style, the candidates without them."""
+        entries = self.glossary().for_pair(self.source, self.target)
+        for style in PLACEHOLDER_STYLES if entries else ():
+            protected = protect(text, entries, style)
+            if not protected.outputs:
+                break  # no glossary term in this text
+            kept = [(restored, score) for candidate, score in self.inner.translate_nbest(protected.text, beam_size)
+                    if (restored := restore(candidate, protected)) is not None]
+            if kept:
+                return kept
+        else:
+            if entries:
+                log.info("glossary %s->%s: the model dropped a placeholder in every candidate; translated without it",
+                         self.source, self.target)
+        return self.inner.translate_nbest(text, beam_size)
+
     def __getattr__(self, name):
         return getattr(self.inner, name)
 

@@ -93,6 +93,13 @@ def _log_softmax(x: np.ndarray) -> np.ndarray:
 def beam(graphs: Graphs, state: DecoderState, scorer: Scorer, max_len: list[int], start_id: int, eos_id: int,
          size: int, normalize: float = 1.0) -> list[list[int]]:
     """Beam search; finished hypotheses are ranked by log-probability / length**normalize (EOS counted)."""
+    return [hyps[0][1] if hyps else [] for hyps in beam_nbest(graphs, state, scorer, max_len, start_id, eos_id, size,
+                                                                normalize)]
+
+
+def beam_nbest(graphs: Graphs, state: DecoderState, scorer: Scorer, max_len: list[int], start_id: int, eos_id: int,
+               size: int, normalize: float = 1.0) -> list[list[tuple[float, list[int]]]]:
+    """Beam search keeping every finished hypothesis: per sentence, (normalised score, ids) best first."""
     n = len(max_len)
     owners = np.arange(n)  # sentence of each alive row
     seqs: list[list[int]] = [[] for _ in range(n)]
@@ -145,4 +152,4 @@ def beam(graphs: Graphs, state: DecoderState, scorer: Scorer, max_len: list[int]
     for row, s in enumerate(owners):  # ran out of length with hypotheses still alive
         if not finished[s]:
             finished[s].append((float(scores[row]) / (len(seqs[row]) ** normalize or 1), seqs[row]))
-    return [max(f, key=lambda x: x[0])[1] if f else [] for f in finished]
+    return [sorted(f, key=lambda x: -x[0]) for f in finished]

@@ -25,7 +25,7 @@ def respace(text: str) -> str:
 
 from appliance.translate.facts import MarianFacts, TranslationModelError, read_facts
 from appliance.translate.graphs import Graphs
-from appliance.translate.search import FullScorer, ShortlistScorer, beam, greedy
+from appliance.translate.search import FullScorer, ShortlistScorer, beam, beam_nbest, greedy
 from appliance.translate.shortlist import Shortlist
 
 log = logging.getLogger(__name__)
@@ -132,6 +132,19 @@ class Translator:
             parts[i].append(self.decode(out))
         return [" ".join(p for p in ps if p) for ps in parts]
 
+    def translate_nbest(self, text: str, beam_size: int) -> list[tuple[str, float]]:
+        """Distinct candidate translations of one text from a beam of `beam_size`, best first, with their
+        length-normalised log-probabilities. A text long enough to be split gives one candidate (the joined best)."""
+        chunks = self._chunks(text) if text and text.strip() else []
+        if len(chunks) != 1:
+            return [(t, 0.0) for t in self.translate([text], beam_size=beam_size) if t]
+        with self._lock:
+            hyps = self._decode_batch(chunks, beam_size, None, nbest=True)[0]
+        out: dict[str, float] = {}
+        for score, ids in hyps:
+            out.setdefault(self.decode(ids), score)
+        return [(t, s) for t, s in out.items() if t.strip()]
+
     def translate_ids(self, sources: list[list[int]], beam_size: int = 1,
                       max_new_tokens: int | None = None) -> list[list[int]]:
         """Target ids (no EOS) for each source id sequence (EOS included); sorted into length batches."""
@@ -151,7 +164,7 @@ class Translator:
             return max(1, min(max_new_tokens, limit))
         return max(1, min(int(math.ceil(self.facts.max_length_factor * n_source)), limit))
 
-    def _decode_batch(self, batch: list[list[int]], beam_size: int, max_new_tokens: int | None) -> list[list[int]]:
+    def _decode_batch(self, batch: list[list[int]], beam_size: int, max_new_tokens: int | None, nbest: bool = False):
         f = self.facts
         batch = [ids[: f.max_positions] for ids in batch]
         lengths = np.array([len(ids) for ids in batch], np.int64)
@@ -164,6 +177,8 @@ class Translator:
         else:
             scorer = FullScorer(self._graphs, f.vocab_size, self._suppress)
         max_len = [self._max_len(len(ids), max_new_tokens) for ids in batch]
+        if nbest:
+            return beam_nbest(self._graphs, state, scorer, max_len, f.decoder_start_id, f.eos_id, max(beam_size, 2))
         if beam_size == 1:
             return greedy(self._graphs, state, scorer, max_len, f.decoder_start_id, f.eos_id)
         return beam(self._graphs, state, scorer, max_len, f.decoder_start_id, f.eos_id, beam_size)

@@ -95,7 +95,10 @@
     if (!client) return;
     if (topic) client.unsubscribe(topic);
     topic = base + "/captions/" + state.lang;
-    client.subscribe(topic, { qos: 1 });
+    client.subscribe(topic, { qos: 1 }, function (err, granted) { // live once the broker granted it
+      if (err || (granted && granted[0] && granted[0].qos >= 128)) banner("Live captions refused by the caption server");
+      else banner(null);
+    });
   }
   function onMessage(t, payload) {
     var m;
@@ -127,10 +130,11 @@
   function connect(url, username, password) {
     client = mqtt.connect(url, { reconnectPeriod: 1000, connectTimeout: 5000, keepalive: 30, clean: true,
                                  username: username, password: password });
-    client.on("connect", function () { banner(null); client.subscribe(base + "/status/detail", { qos: 0 }); subscribe(); });
+    client.on("connect", function () { client.subscribe(base + "/status/detail", { qos: 0 }); subscribe(); });
     client.on("offline", function () { banner("Reconnecting…"); });
     client.on("message", onMessage);
   }
+  banner("Connecting…"); // until the captions subscription is granted: no live caption is missed unseen
   if (q.get("broker") || window.location.protocol === "file:") {
     connect(broker, q.get("username") || undefined, q.get("password") || undefined);
   } else {

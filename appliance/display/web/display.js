@@ -1,4 +1,4 @@
-/* Room display over MQTT-over-WebSocket (mqtt.js). Protocol: docs/protocol.md (schema v1, revision 2).
+/* Room display over MQTT-over-WebSocket (mqtt.js). Protocol: docs/protocol.md (schema v1, revision 3).
    Caption text is only ever set with textContent: it is never parsed as HTML. */
 "use strict";
 (function () {
@@ -75,9 +75,15 @@
     if (!Number.isFinite(n)) { n = 0; for (var i = 0; i < id.length; i++) n = (n * 31 + id.charCodeAt(i)) >>> 0; }
     return n % SPEAKER_COLOURS;
   }
-  function turnOf(m) { // {id, label, sp}: label only where the speaker differs from the last final's
+  function turnOf(m) { // {id, label, sp, src}: label only where the speaker differs from the last final's
     var sp = speakerOf(m);
-    return { id: m.id, label: sp && sp.id !== state.lastSpeaker ? (sp.name || sp.id) : null, sp: sp ? colourOf(sp.id) : null };
+    return { id: m.id, label: sp && sp.id !== state.lastSpeaker ? (sp.name || sp.id) : null, sp: sp ? colourOf(sp.id) : null,
+             src: sourceOf(m) };
+  }
+  // ---- untranslated: a final whose text is the source text (no translation agreed with it) is shown in another
+  // colour, its first line marked with the language it is in ("[EN] ", counted in the width like a speaker's name)
+  function sourceOf(m) {
+    return m.final && m.untranslated === true ? String(m.source_lang || "?").slice(0, 8).toUpperCase() : null;
   }
   function remember(key) {
     state.seen.set(key, true);
@@ -126,10 +132,12 @@
     }
     if (p && p.id === m.id) state.partial = null;
     words.slice(0, shown).forEach(function (w) { addWord(state.lines, turn, w); });
-    state.pending.push({ id: m.id, words: words.slice(shown), label: turn.label, sp: turn.sp });
+    state.pending.push({ id: m.id, words: words.slice(shown), label: turn.label, sp: turn.sp, src: turn.src });
   }
-  function used(line) { return (line.label ? line.label.length + 2 : 0) + line.text.length; } // "Name: " counts
-  function addWord(lines, f, w) { // f: {id, label, sp}; the final's first line carries its label
+  function used(line) { // "[EN] " and "Name: " count
+    return (line.mark ? line.mark.length + 3 : 0) + (line.label ? line.label.length + 2 : 0) + line.text.length;
+  }
+  function addWord(lines, f, w) { // f: {id, label, sp, src}; the final's first line carries its marks
     var last = lines[lines.length - 1], line = last && last.id === f.id && last.open ? last : null;
     if (!line) line = startLine(lines, f, !(last && last.id === f.id));
     for (;;) {
@@ -145,7 +153,8 @@
     if (lines.length > LINES_KEPT) lines.splice(0, lines.length - LINES_KEPT);
   }
   function startLine(lines, f, labelled) {
-    var line = { id: f.id, text: "", open: true, label: labelled ? f.label : null, sp: f.sp };
+    var line = { id: f.id, text: "", open: true, label: labelled ? f.label : null, sp: f.sp, src: f.src || null,
+                 mark: labelled ? f.src || null : null };
     lines.push(line);
     return line;
   }
@@ -177,25 +186,27 @@
 
   function partialLines(m) { // a change of speaker: the label counts in the width, as on the final's lines
     var turn = turnOf(m);
-    if (!turn.label) return linesOf(m).map(function (t) { return { id: m.id, text: t, label: null, sp: turn.sp }; });
+    if (!turn.label) return linesOf(m).map(function (t) { return { id: m.id, text: t, label: null, sp: turn.sp, src: null }; });
     var lines = [];
     String(m.text).split(/\s+/).filter(Boolean).forEach(function (w) { addWord(lines, turn, w); });
     return lines;
   }
   function render() {
-    var view = state.lines.map(function (l) { return { text: l.text, partial: false, id: l.id, label: l.label, sp: l.sp }; });
+    var view = state.lines.map(function (l) {
+      return { text: l.text, partial: false, id: l.id, label: l.label, sp: l.sp, src: l.src, mark: l.mark };
+    });
     if (state.partial && !state.pending.length) { // a partial only once the finals before it are out
       view = view.concat(partialLines(state.partial).map(function (l) {
         return { text: l.text, partial: true, id: l.id, label: l.label, sp: l.sp };
       }));
     }
     var live = view.slice(-rowsN), older = view.slice(0, Math.max(0, view.length - rowsN));
-    while (live.length < rowsN) live.unshift({ text: "", partial: false, id: null, label: null, sp: null });
+    while (live.length < rowsN) live.unshift({ text: "", partial: false, id: null, label: null, sp: null, src: null });
     live.forEach(function (r, i) { fill(rowEls[i], r, r.partial ? "row partial" : "row"); });
     renderHistory(older, live);
   }
   function fill(el, r, cls) { // text, never HTML: the speaker's name in its own span, then the words
-    el.textContent = "";
+    el.textContent = ""; // an untranslated final's mark is CSS (::before from data-source): the text stays the text
     if (r.label) {
       var label = document.createElement("span");
       label.className = "speaker";
@@ -203,7 +214,8 @@
       el.appendChild(label);
     }
     el.appendChild(document.createTextNode(r.text));
-    el.className = cls + (r.sp === null || r.sp === undefined ? "" : " sp" + r.sp);
+    el.className = cls + (r.sp === null || r.sp === undefined ? "" : " sp" + r.sp) + (r.src ? " untranslated" : "");
+    if (r.mark) el.dataset.source = r.mark; else delete el.dataset.source;
   }
   function renderHistory(older, live) {
     // the lines above the live rows, from the last histN finals (counting one still partly live); older = dimmer

@@ -1,0 +1,339 @@
+"""Accuracy benchmark: long-form audio in several voices and languages with natural pauses (some inside sentences),
+captioned by the streaming pipeline in simulated real time and transcribed offline by the same model (30 s windows
+conditioned on the previous text, as faster-whisper does) and by ctranslate2 when installed.
+
+Two parts, built fresh from espeak-ng voices and pytest-audioeval's recordings (the bench corpus):
+- english: the parallel English sentences (appliance/bench/sentences.py) in five espeak-ng voices and the English
+  recordings; every other sentence is split at a word with a 0.3-1.0 s pause inside it. Streaming vs offline WER,
+  chrF of the Portuguese captions against the reference translations.
+- mixed: English, Spanish, German and Portuguese espeak-ng sentences and the Spanish, Portuguese, French and Italian
+  recordings, interleaved. Language-ID accuracy and sentences lost (no final in the right language).
+Pauses between sentences: 0.3-1.5 s (seeded, the same audio every run).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from appliance.bench.corpus import ESPEAK_SENTENCES, build_corpus, clip_path, speak
+from appliance.bench.pipeline_bench import _r, pct, wer
+from appliance.bench.sentences import EN, PT
+
+log = logging.getLogger(__name__)
+
+SR = 16000
+SEED = 8
+ENGLISH_SENTENCES = 14  # of sentences.py: about a minute of speech
+VOICES = ("en-us", "en-gb", "en-gb-scotland+f3", "en-029", "en-gb-x-rp+f2")
+PAUSE_BETWEEN_S = (0.3, 1.5)
+PAUSE_INSIDE_S = (0.3, 1.0)
+RECORDED_EN = ("audioeval-en-hello_world", "audioeval-en-quick_brown_fox")
+RECORDED_OTHER = ("audioeval-es-pangrama", "audioeval-pt-contagem", "audioeval-fr-pangrama", "audioeval-it-pangrama",
+                  "audioeval-es-conteo", "audioeval-pt-pangrama")
+BENCH_LANGUAGES = ("en", "es", "pt", "de", "fr", "it")  # the languages of the bench audio (its room's spoken list)
+OVERLAP_MARGIN_S = 0.3  # a final belongs to a reference sentence when its middle falls inside it (with this margin)
+
+
+@dataclass(frozen=True)
+class Ref:
+    lang: str
+    text: str
+    start: float
+    end: float
+    pt: str | None = None  # reference Portuguese translation (English sentences from sentences.py)
+    en: str | None = None  # reference English translation (other languages)
+
+
+def _trim(audio: np.ndarray) -> np.ndarray:
+    loud = np.flatnonzero(np.abs(audio) > 0.01)
+    return audio[loud[0]:loud[-1] + 1] if len(loud) else audio
+
+
+class _Builder:
+    def __init__(self, rng: np.random.Generator):
+        self.rng, self.parts, self.refs, self.samples = rng, [], [], 0
+
+    def pause(self, bounds: tuple[float, float]) -> None:
+        n = int(self.rng.uniform(*bounds) * SR)
+        self.parts.append((self.rng.standard_normal(n) * 1e-4).astype(np.float32))  # a quiet room
+        self.samples += n
+
+    def add(self, pieces: list[np.ndarray], ref: Ref) -> None:
+        start = self.samples / SR
+        for i, piece in enumerate(pieces):
+            if i:
+                self.pause(PAUSE_INSIDE_S)
+            self.parts.append(piece.astype(np.float32))
+            self.samples += len(piece)
+        self.refs.append(Ref(ref.lang, ref.text, start, self.samples / SR, ref.pt, ref.en))
+        self.pause(PAUSE_BETWEEN_S)
+
+    def audio(self) -> np.ndarray:
+        return np.concatenate(self.parts)
+
+
+def _spoken(voice: str, text: str, split: bool) -> list[np.ndarray]:
+    if not split:
+        return [_trim(speak(voice, text))]
+    words = text.split()
+    cut = len(words) // 2
+    return [_trim(speak(voice, " ".join(words[:cut]))), _trim(speak(voice, " ".join(words[cut:])))]
+
+
+def build_english(rng: np.random.Generator) -> tuple[np.ndarray, list[Ref]]:
+    from appliance.audio import load_audio
+
+    b = _Builder(rng)
+    b.pause(PAUSE_BETWEEN_S)
+    recorded = {c.name: c for c in build_corpus() if c.name in RECORDED_EN}
+    for i, (en, pt) in enumerate(list(zip(EN, PT))[:ENGLISH_SENTENCES]):
+        b.add(_spoken(VOICES[i % len(VOICES)], en, split=i % 2 == 1), Ref("en", en, 0, 0, pt=pt))
+        if i % 7 == 3 and recorded:
+            clip = recorded.pop(sorted(recorded)[0])
+            b.add([_trim(load_audio(clip_path(clip)))], Ref("en", clip.text, 0, 0))
+    return b.audio(), b.refs
+
+
+def build_mixed(rng: np.random.Generator) -> tuple[np.ndarray, list[Ref]]:
+    from appliance.audio import load_audio
+
+    b = _Builder(rng)
+    b.pause(PAUSE_BETWEEN_S)
+    recorded = [c for c in build_corpus() if c.name in RECORDED_OTHER]
+    spoken = [(lang, voice, text, en) for lang, voice, text, en in ESPEAK_SENTENCES]
+    items: list[tuple[str, object]] = [("espeak", s) for s in spoken] + [("recorded", c) for c in recorded]
+    for k in rng.permutation(len(items)):
+        kind, item = items[int(k)]
+        if kind == "espeak":
+            lang, voice, text, en = item
+            b.add([_trim(speak(voice, text))], Ref(lang, text, 0, 0, en=en))
+        else:
+            b.add([_trim(load_audio(clip_path(item)))], Ref(item.lang, item.text, 0, 0))
+    return b.audio(), b.refs
+
+
+# ---- streaming -----------------------------------------------------------------------------------------------
+def stream(cfg, engines, audio: np.ndarray, *, realtime: bool = True, tweak=None):
+    """Caption `audio` with the pipeline; returns (events, stats). `tweak(pipeline)` may change levers first."""
+    from appliance.runner import make_pipeline, run_audio
+
+    events, lock = [], threading.Lock()
+
+    def sink(ev):
+        with lock:
+            events.append(ev)
+
+    pipeline = make_pipeline(cfg, engines, sink, realtime=realtime)
+    if tweak is not None:
+        tweak(pipeline)
+    run_audio(pipeline, audio, realtime=realtime)
+    if pipeline.errors:
+        raise RuntimeError(f"pipeline errors: {pipeline.errors}")
+    return events, pipeline.stats
+
+
+def source_finals(events) -> list:
+    return [e for e in events if e.final and e.text and e.lang == e.source_lang]
+
+
+def _within(ev, ref: Ref) -> bool:
+    mid = (ev.start + ev.end) / 2
+    return ref.start - OVERLAP_MARGIN_S <= mid <= ref.end + OVERLAP_MARGIN_S
+
+
+def sentence_languages(events, refs: list[Ref]) -> list[set[str]]:
+    """For each reference sentence: the source languages of the finals that cover it."""
+    finals = source_finals(events)
+    return [{e.source_lang for e in finals if _within(e, r) or (e.start <= r.start and e.end >= r.end)} for r in refs]
+
+
+def joined(events, lang: str) -> str:
+    return " ".join(e.text for e in sorted((e for e in events if e.final and e.text and e.lang == lang),
+                                           key=lambda e: e.start))
+
+
+# ---- offline baselines -----------------------------------------------------------------------------------------
+def offline_text(model, audio: np.ndarray, language: str | None = None) -> str:
+    """The same model over the whole file: 30 s windows, each conditioned on the text before it."""
+    return model.transcribe(audio, language=language, pad_seconds=30.0).text
+
+
+def ctranslate2_text(model_name: str, audio: np.ndarray, n_mels: int, tokenizer) -> str | None:
+    """ctranslate2 (faster-whisper's engine) with the same weights, 30 s windows conditioned on the previous text."""
+    if importlib.util.find_spec("ctranslate2") is None:
+        return None
+    import ctranslate2
+
+    from appliance.asr import features
+    from appliance.bench.model_bench import _ct2_source
+
+    src = _ct2_source(model_name)
+    if src is None:
+        return None
+    ref = ctranslate2.models.Whisper(str(src), device="cpu", compute_type="int8", intra_threads=2)
+    s = tokenizer.specials
+    texts: list[str] = []
+    window = 30 * SR
+    for start in range(0, len(audio), window):
+        mel = features.log_mel(audio[start:start + window], n_mels, 3000)[None]
+        feats = ctranslate2.StorageView.from_array(np.ascontiguousarray(mel))
+        lang = ref.detect_language(feats)[0][0][0].strip("<|>") if tokenizer.multilingual else "en"
+        prev = tokenizer.encode(" " + " ".join(texts))[-223:] if texts else []
+        prompt = ([s.sot_prev] + prev if prev else []) + tokenizer.prompt(lang, "transcribe")
+        out = ref.generate(feats, [prompt], beam_size=5, max_length=448)
+        texts.append(tokenizer.decode(out[0].sequences_ids[0]).strip())
+    return " ".join(texts)
+
+
+# ---- the guard on correct translations ----------------------------------------------------------------------------
+def guard_false_rejections(translators) -> dict:
+    """How often the round-trip guard would withhold a correct translation: each reference translation of
+    sentences.py judged as the guard judges a candidate (its best round trip against the source)."""
+    from appliance.translate.roundtrip import ROUNDTRIP_MIN, RoundTripTranslator
+
+    out = {"checked": 0, "rejected": 0, "examples": []}
+    for (src_lang, tgt_lang), sources, targets in ((("en", "pt"), EN, PT), (("pt", "en"), PT, EN)):
+        forward, reverse = translators.get((src_lang, tgt_lang)), translators.get((tgt_lang, src_lang))
+        if forward is None or reverse is None:
+            continue
+        guard = RoundTripTranslator(forward, reverse)
+        for source, target in zip(sources, targets):
+            out["checked"] += 1
+            agreement, back = guard.agreement(source, target)
+            if agreement < ROUNDTRIP_MIN:
+                out["rejected"] += 1
+                out["examples"].append(f"{src_lang}->{tgt_lang}: {source!r} / {target!r} back {back!r}")
+    return out
+
+
+def translation_cost(translators, beam_size: int = 4) -> dict:
+    """Median ms per final sentence (sentences.py, en->pt): greedy alone, against beam n-best with the round-trip
+    check (what a final costs with the guard on)."""
+    import statistics
+
+    from appliance.translate.roundtrip import RoundTripTranslator
+
+    forward, reverse = translators.get(("en", "pt")), translators.get(("pt", "en"))
+    if forward is None or reverse is None:
+        return {}
+    guard = RoundTripTranslator(forward, reverse, beam_size)
+    greedy_ms, guarded_ms = [], []
+    for sentence in EN:
+        t0 = time.perf_counter()
+        forward.translate([sentence])
+        greedy_ms.append(1000 * (time.perf_counter() - t0))
+        t0 = time.perf_counter()
+        guard.translate(sentence)
+        guarded_ms.append(1000 * (time.perf_counter() - t0))
+    return {"mt_final_ms_greedy": _r(statistics.median(greedy_ms), 1),
+            f"mt_final_ms_beam{beam_size}_guarded": _r(statistics.median(guarded_ms), 1)}
+
+
+# ---- the run -----------------------------------------------------------------------------------------------------
+def _chrf(hyp: str, ref: str) -> float | None:
+    import sacrebleu
+
+    return float(sacrebleu.corpus_chrf([hyp], [[ref]]).score) if ref else None
+
+
+def run(cfg, models, *, quick: bool = False, progress=lambda m: None) -> dict:
+    from appliance.engines import load_engines
+
+    rng = np.random.default_rng(SEED)
+    progress("accuracy bench: building the long-form audio")
+    en_audio, en_refs = build_english(rng)
+    mixed_audio, mixed_refs = build_mixed(rng)
+    if quick:
+        keep = int(en_refs[4].end * SR) if len(en_refs) > 4 else len(en_audio)
+        en_audio, en_refs = en_audio[:keep + SR // 2], en_refs[:5]
+    engines = load_engines(cfg, models)
+    progress(f"accuracy bench: streaming {len(en_audio) / SR:.0f} s of English (real time)")
+    en_events, en_stats = stream(cfg, engines, en_audio)
+    mixed_events, mixed_stats = en_events, None
+    if not quick:
+        progress(f"accuracy bench: streaming {len(mixed_audio) / SR:.0f} s in several languages (real time)")
+        mixed_events, mixed_stats = stream(cfg, engines, mixed_audio)
+    progress("accuracy bench: offline transcripts")
+    en_ref_text = " ".join(r.text for r in en_refs)
+    t0 = time.perf_counter()
+    offline = offline_text(engines.asr, en_audio, "en")
+    offline_s = time.perf_counter() - t0
+    ct2 = ctranslate2_text(cfg.asr.model, en_audio, engines.asr.n_mels, engines.asr.tokenizer)
+    wer_streaming = wer(en_ref_text, joined(en_events, "en"), "en")
+    wer_offline = wer(en_ref_text, offline, "en")
+    langs = sentence_languages(mixed_events, mixed_refs) if mixed_stats else sentence_languages(en_events, en_refs)
+    refs = mixed_refs if mixed_stats else en_refs
+    lid_ok = [r.lang in got and len(got) == 1 for r, got in zip(refs, langs)]
+    lost = [r for r, got in zip(refs, langs) if r.lang not in got]
+    all_stats = [s for s in (en_stats, mixed_stats) if s is not None]
+    gather = lambda attr: [v for s in all_stats for v in getattr(s, attr)]  # noqa: E731
+    guard = guard_false_rejections(engines.translators)
+    pt_refs = " ".join(r.pt for r in en_refs if r.pt)
+    result = {
+        "model": cfg.asr.model,
+        "spoken": cfg.languages.spoken,
+        "english_audio_s": _r(len(en_audio) / SR, 1),
+        "mixed_audio_s": _r(len(mixed_audio) / SR, 1) if mixed_stats else 0.0,
+        "wer_streaming": _r(wer_streaming),
+        "wer_offline": _r(wer_offline),
+        "wer_gap": _r(wer_streaming - wer_offline),
+        "wer_ctranslate2": _r(wer(en_ref_text, ct2, "en")) if ct2 is not None else None,
+        "lid_accuracy": _r(sum(lid_ok) / len(lid_ok)) if lid_ok else None,
+        "sentences": len(refs),
+        "sentences_lost": len(lost),
+        "chrf": _r(_chrf(joined(en_events, "pt"), pt_refs), 1),
+        "translations_withheld": sum(s.mt_withheld for s in all_stats),
+        "translations_reranked": sum(s.mt_reranked for s in all_stats),
+        "guard_false_rejections": guard["rejected"],
+        "guard_checked": guard["checked"],
+        "final_latency_p50_s": _r(pct(gather("final_latency_s"), 50)),
+        "final_latency_p95_s": _r(pct(gather("final_latency_s"), 95)),
+        "first_partial_p50_s": _r(pct(gather("first_partial_s"), 50)),
+        "translated_final_extra_p50_s": _r(pct(gather("translated_extra_s"), 50)),
+        "rtf": _r(sum(s.busy_s for s in all_stats) / max(1e-9, sum(s.audio_s for s in all_stats))),
+        "pauses_held": sum(s.pauses_held for s in all_stats),
+        "offline_rtf": _r(offline_s / (len(en_audio) / SR)),
+        **translation_cost(engines.translators, max(2, cfg.translation.beam_size)),
+    }
+    for r in lost:
+        log.info("sentence lost (%s, %.1f-%.1f s): %r", r.lang, r.start, r.end, r.text)
+    for example in guard["examples"]:
+        log.info("guard false rejection: %s", example)
+    return result
+
+
+# ---- levers: each measured on its own (English part, as fast as possible: WER only) ------------------------------
+LEVERS = {
+    "all levers (default)": {},
+    "no sentence hold (every pause ends)": {"sentence_pause_s": 0.0},
+    "no previous-text prompt": {"context_max_chars": 0},
+    "final window +1 s (was)": {"final_pad_s": 1.0},
+    "none (as before)": {"sentence_pause_s": 0.0, "context_max_chars": 0, "final_pad_s": 1.0},
+}
+
+
+def run_levers(cfg, models, *, progress=lambda m: None) -> list[dict]:
+    from appliance.engines import load_engines
+
+    audio, refs = build_english(np.random.default_rng(SEED))
+    engines = load_engines(cfg, models)
+    reference = " ".join(r.text for r in refs)
+    rows = []
+    for name, changes in LEVERS.items():
+        progress(f"accuracy levers: {name}")
+
+        def tweak(pipeline, changes=changes):
+            for key, value in changes.items():
+                setattr(pipeline, key, value)
+
+        events, stats = stream(cfg, engines, audio, realtime=False, tweak=tweak)
+        rows.append({"variant": name, "wer_streaming": _r(wer(reference, joined(events, "en"), "en")),
+                     "finals": stats.finals, "pauses_held": stats.pauses_held,
+                     "decode_s_per_audio_s": _r(stats.busy_s / max(stats.audio_s, 1e-9))})
+    return rows

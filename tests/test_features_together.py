@@ -1,0 +1,79 @@
+"""Features wired together, on real models (Whisper, VAD, Bergamot, the speaker model): glossary terms as Whisper
+prompt context, the per-speaker language prior, and a change of speaker ending an utterance held open at a pause."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+
+from appliance.bench.corpus import speak
+from appliance.config import Config
+from appliance.engines import load_engines
+from appliance.pipeline import TERMS_PROMPT_MAX_CHARS
+from appliance.runner import make_pipeline, run_audio
+
+SR = 16000
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    c = Config()
+    c.languages.targets = ["en", "pt"]
+    c.accelerator.threads = 2
+    return c
+
+
+@pytest.fixture(scope="module")
+def engines(cfg, built_model, models_dir):
+    for name in ("whisper-base", "silero-vad", "bergamot-en-pt", "bergamot-pt-en", "speaker-ge2e"):
+        built_model(name)
+    return load_engines(cfg, models_dir)
+
+
+def run(cfg, engines, audio, speakers=None, setup=None):
+    events, lock = [], threading.Lock()
+
+    def sink(ev):
+        with lock:
+            events.append(ev)
+
+    pipeline = make_pipeline(cfg, engines, sink, realtime=False, speakers=speakers)
+    if setup:
+        setup(pipeline)
+    run_audio(pipeline, audio, realtime=False)
+    assert not pipeline.errors
+    return events, pipeline
+
+
+def finals(events, lang):
+    return " ".join(e.text for e in events if e.final and e.lang == lang)
+
+
+# ---- glossary terms as prompt context -------------------------------------------------------------------------
+def test_glossary_terms_are_given_to_whisper_as_context(cfg, engines, tmp_path):
+    """Held open at the short pause after "Good morning, everyone.", the two sentences are decoded together and
+    Whisper base hears "final steam"; with the glossary's term in the prompt it hears the term, and the forced
+    translation follows."""
+    c = cfg.model_copy(deep=True)
+    c.state_dir = str(tmp_path)
+    audio = speak("en-us", "Good morning everyone. The budget for next year will be presented by the finance team.")
+    events, pipeline = run(c, engines, audio)
+    assert pipeline._terms("en") == "" and "finance team" not in finals(events, "en").lower()
+    (tmp_path / "glossary.json").write_text(json.dumps({"entries": [
+        {"source": "en", "target": "pt", "term": "finance team", "translation": "equipa de finanças"}]}))
+    events, pipeline = run(c, engines, audio)
+    assert pipeline._terms("en") == "finance team." and pipeline._terms("pt") == "equipa de finanças."
+    assert "finance team" in finals(events, "en").lower(), finals(events, "en")
+    assert "equipa de finanças" in finals(events, "pt"), finals(events, "pt")
+
+
+def test_prompted_terms_are_bounded_to_whole_terms(cfg, engines):
+    terms = [f"term number {i}" for i in range(40)]
+    pipeline = make_pipeline(cfg, engines, lambda ev: None, realtime=False)
+    pipeline.prompt_terms = lambda lang: terms
+    line = pipeline._terms("en")
+    assert len(line) <= TERMS_PROMPT_MAX_CHARS and line.endswith(".")
+    kept = line[:-1].split(", ")
+    assert kept == terms[:len(kept)] and 5 < len(kept) < len(terms)
