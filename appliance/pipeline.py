@@ -172,7 +172,8 @@ class Pipeline:
             else [source_lang]
         if not self.candidates:
             raise ValueError(f"none of the spoken languages {list(spoken)} is known to the speech model")
-        self.language_prior: Callable[[], dict[str, float]] = lambda: lid.sticky_prior(self._last_lang)
+        # speaker id (None: unknown) -> prior over languages; the default: the speaker's last language, else the turn's
+        self.language_prior: Callable[[str | None], dict[str, float]] = self._prior
         self._last_lang: str | None = None  # the previous turn's language (the default prior)
         # levers of accuracy against latency (the accuracy bench measures each); defaults are the module's constants
         self.context_max_chars = CONTEXT_MAX_CHARS  # 0: no previous-text prompt
@@ -359,11 +360,13 @@ class Pipeline:
         return max(self.partial_interval, int(PARTIAL_DUTY * self._last_partial_s * SR))
 
     def _lock_language(self, utt: _Utterance, audio: np.ndarray, *, final: bool = False) -> str | None:
-        """Detect the turn's language among the candidates, weighted by the prior (`language_prior`: the previous
-        turn's language by default; speaker turns may set a per-speaker one), and lock it once confident."""
+        """Detect the turn's language among the candidates, weighted by the prior (`language_prior`: the language
+        of the utterance's speaker's last final when the speaker is known, else the previous turn's), and lock it
+        once confident."""
         if utt.language is None:
             n = len(self.candidates)
-            choice = lid.choose(self.asr.detect_language(audio), allowed=self.candidates, prior=self.language_prior())
+            prior = self.language_prior(utt.speaker["id"] if utt.speaker else None)
+            choice = lid.choose(self.asr.detect_language(audio), allowed=self.candidates, prior=prior)
             if lid.should_lock(choice, utt.seconds, n, final=final):
                 utt.language = choice.language
                 log.info("utterance %s: language %s (p=%.2f among %d, %.1f s), locked for the turn", utt.id,
@@ -420,6 +423,7 @@ class Pipeline:
         if utt.language is None and utt.seconds < lid.detect_min_s(len(self.candidates)):
             return
         utt.decoded_at = utt.samples
+        utt.speaker = self._speaker(utt, audio) or utt.speaker  # before the language: the speaker's own is the prior
         lang = self._lock_language(utt, audio)
         if lang is None:
             return  # no partials until the language is known: a caption never changes language mid-sentence
@@ -435,7 +439,6 @@ class Pipeline:
         stable, tail = utt.stable.update(result.text.split())
         text = " ".join(stable + tail)
         end = utt.end
-        utt.speaker = self._speaker(utt, audio) or utt.speaker
         self._emit(utt.id, False, lang, lang, text, utt.start, end, {"asr": asr_s}, stable=" ".join(stable),
                    speaker=utt.speaker)
         self.stats.partials += 1
@@ -593,24 +596,33 @@ class Pipeline:
 
     # ---- speakers -------------------------------------------------------------------------------------------
     def _speaker(self, utt: _Utterance, audio: np.ndarray, final_lang: str | None = None) -> dict | None:
-        """The utterance's speaker (final_lang given: the final's, which also updates the room's speakers).
-        A failing speaker model costs the speaker label only, never the caption."""
+        """The utterance's speaker (final_lang given: the final's, which also updates the room's speakers)."""
+        if final_lang is None:
+            return self._ask_speakers("partial", utt.id, audio)
+        return self._ask_speakers("final", utt.id, audio, final_lang)
+
+    def _ask_speakers(self, method: str, *args):
+        """self.speakers.<method>(*args), or None without speaker turns. A failing speaker model costs the speaker
+        features only (turned off, with a warning), never the captions."""
         if self.speakers is None:
             return None
         try:
-            if final_lang is None:
-                return self.speakers.partial(utt.id, audio)
-            return self.speakers.final(utt.id, audio, final_lang)
+            return getattr(self.speakers, method)(*args)
         except Exception as exc:  # a warning, not a pipeline error: the captions are fine
-            log.exception("speaker turns failed on utterance %s; captions go on without speakers", utt.id)
+            log.exception("speaker turns failed (%s); captions go on without speakers", method)
             self.warnings.append(f"speakers: {exc}")
             self.speakers = None
             return None
 
+    def _prior(self, speaker_id: str | None) -> dict[str, float]:
+        """The default language prior: the speaker's last language when known, else the previous turn's."""
+        own = self._ask_speakers("language_prior", speaker_id) if speaker_id else None
+        return lid.sticky_prior(own or self._last_lang)
+
     def speaker_changed(self, before: np.ndarray, after: np.ndarray) -> bool:
         """Did the voice change across a pause (speech before it, speech after it)? False without speaker turns.
         For the segmentation: end the utterance at the pause when this says so."""
-        return self.speakers is not None and self.speakers.speaker_changed(before, after)
+        return bool(self._ask_speakers("speaker_changed", before, after))
 
     # ---- events ---------------------------------------------------------------------------------------------
     def _emit(self, utt_id: str, final: bool, lang: str, source_lang: str, text: str, start: float, end: float,

@@ -77,3 +77,51 @@ def test_prompted_terms_are_bounded_to_whole_terms(cfg, engines):
     assert len(line) <= TERMS_PROMPT_MAX_CHARS and line.endswith(".")
     kept = line[:-1].split(", ")
     assert kept == terms[:len(kept)] and 5 < len(kept) < len(terms)
+
+
+# ---- per-speaker language prior -------------------------------------------------------------------------------
+def _tracker(cfg, models_dir):
+    from appliance.speakers import MODEL_NAME, SpeakerEmbedder, SpeakerTracker
+
+    return SpeakerTracker(SpeakerEmbedder(models_dir / MODEL_NAME, threads=1), threshold=cfg.speakers.threshold)
+
+
+def _recorded(name):
+    from appliance.audio import load_audio
+    from appliance.bench.corpus import AUDIOEVAL
+    from appliance.modelstore.sources import ensure_package
+
+    return load_audio(ensure_package(AUDIOEVAL) / "pytest_audioeval" / "samples" / "audio" / "en" / name)
+
+
+def test_language_prior_is_the_speakers_own_last_language(cfg, engines, models_dir):
+    """A recorded voice in English, a synthetic voice in French, the recorded voice again: the third turn's
+    language is detected with the prior of its speaker's last language (English), not the previous turn's (French)."""
+    import numpy as np
+
+    from appliance.asr import language as lid
+
+    pause = np.zeros(int(1.5 * SR), np.float32)
+    turns = [_recorded("quick_brown_fox.wav"), speak("fr", "Le budget de l'année prochaine est prêt pour le vote."),
+             _recorded("quick_brown_fox.wav")]  # the same recording: its speaker is known from its first partial
+    audio = np.concatenate([x for t in turns for x in (t, pause)])
+    c = cfg.model_copy(deep=True)
+    c.languages.spoken = ["en", "fr"]
+    tracker, priors = _tracker(cfg, models_dir), []
+
+    def record_priors(pipeline):
+        default = pipeline.language_prior
+
+        def prior(speaker_id):
+            priors.append((speaker_id, pipeline._last_lang, default(speaker_id)))
+            return priors[-1][2]
+
+        pipeline.language_prior = prior
+
+    events, pipeline = run(c, engines, audio, tracker, record_priors)
+    src = [(e.speaker["id"] if e.speaker else None, e.lang) for e in events if e.final and e.lang == e.source_lang]
+    assert src == [("S1", "en"), ("S2", "fr"), ("S1", "en")], src
+    assert tracker.language_prior("S1") == "en" and tracker.language_prior("S2") == "fr"
+    # the third turn: its speaker known, the previous turn French, the prior English (the speaker's own)
+    assert ("S1", "fr", lid.sticky_prior("en")) in priors, priors
+    assert pipeline.language_prior(None) == lid.sticky_prior("en")  # unknown speaker: the previous turn's language
