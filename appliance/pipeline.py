@@ -51,6 +51,7 @@ CONTEXT_MAX_CHARS = 300  # previous text given to Whisper: about the last two se
 CONTEXT_RESET_SILENCE_S = 8.0  # a silence this long starts a new context (a new topic, a new speaker)
 PARTIAL_PAD_S: float | None = None  # silence after the audio in the encoder input for partials (None: the model's 1 s)
 FINAL_PAD_S: float | None = 2.0  # ... for finals and the end-of-speech probe (a longer window: fewer wrong last words)
+SPEAKER_CHECK_S = 1.0  # speech after a held pause before the voices either side are compared (speaker turns on)
 TERMS_PROMPT_MAX_CHARS = 150  # glossary terms of the language put before the previous text in the prompt (whole terms)
 
 
@@ -111,6 +112,7 @@ class _Utterance:
     speaker: dict | None = None  # {"id", "name"} once known
     probed: bool = False  # ... and whether it was the end-of-speech probe (decoded as a final would be)
     gap_s: float = 0.0  # silence left out between the parts of an utterance held open across pauses
+    resumes: _Held | None = None  # speech after a held pause, until its voice is compared with the held one's
 
     @property
     def end(self) -> float:
@@ -275,8 +277,8 @@ class Pipeline:
                 for ev in self.segmenter.process(samples):
                     self._on_vad(ev, wall)
                 self._probe_end(wall)
-                if (self._held is not None and self._audio_t - self._held.speech_end >= self.sentence_pause_s
-                        and not self.segmenter.in_onset):  # speech resuming: wait for the VAD to confirm it
+                if (self._held is not None and self._utt is None and not self.segmenter.in_onset
+                        and self._audio_t - self._held.speech_end >= self.sentence_pause_s):  # speech resuming: wait for the VAD to confirm it
                     self.end_utterance_at_pause("long pause")
                 self.stats.busy_s += time.perf_counter() - t0
         except Exception as exc:  # a crashed worker must be visible, not silent
@@ -285,17 +287,16 @@ class Pipeline:
             self._caption_q.put(_STOP)
 
     def _on_vad(self, ev, wall: float) -> None:
-        if ev.kind == "start" and self._held is not None:  # speech resumed inside a sentence: the same utterance
-            held, self._held = self._held, None
-            self._utt = held.utt
-            held.utt.gap_s += max(0.0, ev.start - held.utt.end)
-            self.stats.pauses_held += 1
+        if ev.kind == "start" and self._held is not None and self.speakers is None:
+            self._continue_held(ev.start)  # speech resumed inside a sentence: the same utterance
         elif ev.kind == "start":
             # wall time when speech began: the chunk's capture time minus the audio since the first speech window
             onset = ev.onset if getattr(ev, "onset", None) is not None else ev.start
             onset_wall = wall - max(0.0, self._audio_t - onset)
             self._utt = _Utterance(id=f"{self._id_prefix}-{next(self._ids)}", start=ev.start, onset_wall=onset_wall,
                                    language=self.candidates[0] if lid.fixed(len(self.candidates)) else None)
+            if self._held is not None:  # speaker turns on: the same utterance only if the voice is the same
+                self._utt.resumes = self._held
         utt = self._utt
         if utt is None:
             return
@@ -303,6 +304,10 @@ class Pipeline:
         if len(samples):
             utt.chunks.append(samples)
             utt.samples += len(samples)
+        if utt.resumes is not None:
+            if utt.seconds < SPEAKER_CHECK_S and ev.kind != "end":
+                return  # no partials until decided: the speech may yet join the held utterance
+            utt = self._resume(utt)
         if ev.kind == "end":
             # wall time when the last speech was captured: the chunk's capture time minus the audio after speech end
             speech_end = ev.speech_end if ev.speech_end is not None else ev.end
@@ -333,6 +338,26 @@ class Pipeline:
                 return
         self._finalise(utt, held.speech_end_wall, speech_samples=held.speech_samples)
 
+    def _continue_held(self, start: float) -> _Utterance:
+        """The held utterance goes on: speech resumed at audio time `start` (before its samples are added)."""
+        held, self._held = self._held, None
+        self._utt = held.utt
+        held.utt.gap_s += max(0.0, start - held.utt.end)
+        self.stats.pauses_held += 1
+        return held.utt
+
+    def _resume(self, utt: _Utterance) -> _Utterance:
+        """Speech after a held pause, SPEAKER_CHECK_S of it in (or all of it): another voice ends the held utterance
+        at its pause and this speech is a new utterance; the same voice continues the held utterance with it."""
+        held, utt.resumes = utt.resumes, None
+        if self.speaker_changed(held.utt.audio()[:held.speech_samples], utt.audio()):
+            self.end_utterance_at_pause("speaker change")
+            return utt
+        joined = self._continue_held(utt.start)
+        joined.chunks += utt.chunks
+        joined.samples += utt.samples
+        return joined
+
     def end_utterance_at_pause(self, reason: str) -> None:
         """Finalise the utterance held open by a pause now (e.g. the speaker changed); a no-op when none is held.
         Recognizer thread only."""
@@ -345,7 +370,7 @@ class Pipeline:
         """Speech just paused: decode what we have now. If the pause turns out to be the end (after the VAD's
         hangover), this decode is the final and the final costs no decoding time; if speech resumes, it was a partial."""
         utt = self._utt
-        if (utt is None or not self.partials or self.beam_size != 1 or utt.last_samples >= utt.samples
+        if (utt is None or utt.resumes is not None or not self.partials or self.beam_size != 1 or utt.last_samples >= utt.samples
                 or utt.seconds < MIN_PARTIAL_AUDIO_S or utt.language is None
                 or self.segmenter.trailing_silence_s < END_PROBE_S
                 or (self.skip_when_behind and self.backlog_s() > BEHIND_SECONDS)):

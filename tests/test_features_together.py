@@ -125,3 +125,45 @@ def test_language_prior_is_the_speakers_own_last_language(cfg, engines, models_d
     # the third turn: its speaker known, the previous turn French, the prior English (the speaker's own)
     assert ("S1", "fr", lid.sticky_prior("en")) in priors, priors
     assert pipeline.language_prior(None) == lid.sticky_prior("en")  # unknown speaker: the previous turn's language
+
+
+# ---- a change of speaker at a held pause ends the utterance ---------------------------------------------------
+def _voiced(audio):
+    """Without espeak-ng's leading and trailing silence (the test sets the pauses)."""
+    import numpy as np
+
+    idx = np.flatnonzero(np.abs(audio) > 0.01)
+    return audio[idx[0]:idx[-1] + 1]
+
+
+def _two_parts(second_voice):
+    """ "Good morning everyone." (too short to end an utterance by itself: held open), 0.6 s of silence (more than
+    the VAD's hangover, less than asr.sentence_pause_s), then the next sentence in `second_voice`."""
+    import numpy as np
+
+    a = _voiced(speak("en-us", "Good morning everyone."))
+    b = _voiced(speak(second_voice, "The budget for next year is ready for approval."))
+    silence = np.zeros(int(0.6 * SR), np.float32)
+    return np.concatenate([silence, a, silence, b, np.zeros(SR, np.float32)])
+
+
+def test_another_voice_after_a_held_pause_ends_the_utterance_there(cfg, engines, models_dir):
+    audio = _two_parts("en+klatt")
+    events, pipeline = run(cfg, engines, audio)  # without speaker turns: held open, one final
+    held = [e.text for e in events if e.final and e.lang == "en"]
+    assert pipeline.stats.pauses_held == 1 and len(held) == 1 and "morning" in held[0] and "next year" in held[0], held
+    events, pipeline = run(cfg, engines, audio, _tracker(cfg, models_dir))
+    finals = [e for e in events if e.final and e.lang == "en"]
+    assert [f.speaker["id"] for f in finals] == ["S1", "S2"], [(f.text, f.speaker) for f in finals]
+    assert "morning" in finals[0].text and "year" not in finals[0].text and "next year" in finals[1].text
+    assert pipeline.stats.pauses_held == 0 and not pipeline.warnings
+    for e in events:  # partials and translations of each part carry its own speaker
+        if e.speaker is not None:
+            assert e.speaker == next(f.speaker for f in finals if f.id == e.id), e
+
+
+def test_the_same_voice_after_a_held_pause_continues_the_utterance(cfg, engines, models_dir):
+    events, pipeline = run(cfg, engines, _two_parts("en-us"), _tracker(cfg, models_dir))
+    finals = [e for e in events if e.final and e.lang == "en"]
+    assert len(finals) == 1 and "morning" in finals[0].text and "next year" in finals[0].text, finals
+    assert pipeline.stats.pauses_held == 1 and finals[0].speaker["id"] == "S1"
