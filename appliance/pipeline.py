@@ -83,6 +83,7 @@ CONTEXT_MAX_CHARS = 300  # previous text given to Whisper: about the last two se
 CONTEXT_RESET_SILENCE_S = 8.0  # a silence this long starts a new context (a new topic, a new speaker)
 PARTIAL_PAD_S: float | None = None  # silence after the audio in the encoder input for partials (None: the model's 1 s)
 FINAL_PAD_S: float | None = 2.0  # ... for finals and the end-of-speech probe (a longer window: fewer wrong last words)
+SPEAKER_CHECK_S = 1.0  # speech after a held pause before the voices either side are compared (speaker turns on)
 TERMS_PROMPT_MAX_CHARS = 150  # glossary terms of the language put before the previous text in the prompt (whole terms)
 
 
@@ -169,6 +170,7 @@ class _Utterance:
     speaker: dict | None = None  # {"id", "name"} once known
     probed: bool = False  # ... and whether it was the end-of-speech probe (decoded as a final would be)
     gap_s: float = 0.0  # silence left out between the parts of an utterance held open across pauses
+    resumes: _Held | None = None  # speech after a held pause, until its voice is compared with the held one's
 
     @property
     def end(self) -> float:
@@ -230,7 +232,8 @@ class Pipeline:
             else [source_lang]
         if not self.candidates:
             raise ValueError(f"none of the spoken languages {list(spoken)} is known to the speech model")
-        self.language_prior: Callable[[], dict[str, float]] = lambda: lid.sticky_prior(self._last_lang)
+        # speaker id (None: unknown) -> prior over languages; the default: the speaker's last language, else the turn's
+        self.language_prior: Callable[[str | None], dict[str, float]] = self._prior
         self._last_lang: str | None = None  # the previous turn's language (the default prior)
         # levers of accuracy against latency (the accuracy bench measures each); defaults are the module's constants
         self.context_max_chars = CONTEXT_MAX_CHARS  # 0: no previous-text prompt
@@ -391,24 +394,23 @@ class Pipeline:
             for ev in self.segmenter.process(samples):
                 self._on_vad(ev, wall)
             self._probe_end(wall)
-            if (self._held is not None and self._audio_t - self._held.speech_end >= self.sentence_pause_s
-                    and not self.segmenter.in_onset):  # speech resuming: wait for the VAD to confirm it
+            if (self._held is not None and self._utt is None and not self.segmenter.in_onset
+                    and self._audio_t - self._held.speech_end >= self.sentence_pause_s):  # speech resuming: wait for the VAD to confirm it
                 self.end_utterance_at_pause("long pause")
             self.stats.busy_s += time.perf_counter() - t0
             self.failing.pop("recognizer", None)
 
     def _on_vad(self, ev, wall: float) -> None:
-        if ev.kind == "start" and self._held is not None:  # speech resumed inside a sentence: the same utterance
-            held, self._held = self._held, None
-            self._utt = held.utt
-            held.utt.gap_s += max(0.0, ev.start - held.utt.end)
-            self.stats.pauses_held += 1
+        if ev.kind == "start" and self._held is not None and self.speakers is None:
+            self._continue_held(ev.start)  # speech resumed inside a sentence: the same utterance
         elif ev.kind == "start":
             # wall time when speech began: the chunk's capture time minus the audio since the first speech window
             onset = ev.onset if getattr(ev, "onset", None) is not None else ev.start
             onset_wall = wall - max(0.0, self._audio_t - onset)
             self._utt = _Utterance(id=f"{self._id_prefix}-{next(self._ids)}", start=ev.start, onset_wall=onset_wall,
                                    language=self.candidates[0] if lid.fixed(len(self.candidates)) else None)
+            if self._held is not None:  # speaker turns on: the same utterance only if the voice is the same
+                self._utt.resumes = self._held
         utt = self._utt
         if utt is None:
             return
@@ -416,6 +418,10 @@ class Pipeline:
         if len(samples):
             utt.chunks.append(samples)
             utt.samples += len(samples)
+        if utt.resumes is not None:
+            if utt.seconds < SPEAKER_CHECK_S and ev.kind != "end":
+                return  # no partials until decided: the speech may yet join the held utterance
+            utt = self._resume(utt)
         if ev.kind == "end":
             # wall time when the last speech was captured: the chunk's capture time minus the audio after speech end
             speech_end = ev.speech_end if ev.speech_end is not None else ev.end
@@ -446,6 +452,26 @@ class Pipeline:
                 return
         self._finalise(utt, held.speech_end_wall, speech_samples=held.speech_samples)
 
+    def _continue_held(self, start: float) -> _Utterance:
+        """The held utterance goes on: speech resumed at audio time `start` (before its samples are added)."""
+        held, self._held = self._held, None
+        self._utt = held.utt
+        held.utt.gap_s += max(0.0, start - held.utt.end)
+        self.stats.pauses_held += 1
+        return held.utt
+
+    def _resume(self, utt: _Utterance) -> _Utterance:
+        """Speech after a held pause, SPEAKER_CHECK_S of it in (or all of it): another voice ends the held utterance
+        at its pause and this speech is a new utterance; the same voice continues the held utterance with it."""
+        held, utt.resumes = utt.resumes, None
+        if self.speaker_changed(held.utt.audio()[:held.speech_samples], utt.audio()):
+            self.end_utterance_at_pause("speaker change")
+            return utt
+        joined = self._continue_held(utt.start)
+        joined.chunks += utt.chunks
+        joined.samples += utt.samples
+        return joined
+
     def end_utterance_at_pause(self, reason: str) -> None:
         """Finalise the utterance held open by a pause now (e.g. the speaker changed); a no-op when none is held.
         Recognizer thread only."""
@@ -458,7 +484,7 @@ class Pipeline:
         """Speech just paused: decode what we have now. If the pause turns out to be the end (after the VAD's
         hangover), this decode is the final and the final costs no decoding time; if speech resumes, it was a partial."""
         utt = self._utt
-        if (utt is None or not self.partials or self.beam_size != 1 or utt.last_samples >= utt.samples
+        if (utt is None or utt.resumes is not None or not self.partials or self.beam_size != 1 or utt.last_samples >= utt.samples
                 or utt.seconds < MIN_PARTIAL_AUDIO_S or utt.language is None
                 or self.segmenter.trailing_silence_s < END_PROBE_S
                 or (self.skip_when_behind and self.backlog_s() > BEHIND_SECONDS)):
@@ -473,11 +499,13 @@ class Pipeline:
         return max(self.partial_interval, int(PARTIAL_DUTY * self._last_partial_s * SR))
 
     def _lock_language(self, utt: _Utterance, audio: np.ndarray, *, final: bool = False) -> str | None:
-        """Detect the turn's language among the candidates, weighted by the prior (`language_prior`: the previous
-        turn's language by default; speaker turns may set a per-speaker one), and lock it once confident."""
+        """Detect the turn's language among the candidates, weighted by the prior (`language_prior`: the language
+        of the utterance's speaker's last final when the speaker is known, else the previous turn's), and lock it
+        once confident."""
         if utt.language is None:
             n = len(self.candidates)
-            choice = lid.choose(self.asr.detect_language(audio), allowed=self.candidates, prior=self.language_prior())
+            prior = self.language_prior(utt.speaker["id"] if utt.speaker else None)
+            choice = lid.choose(self.asr.detect_language(audio), allowed=self.candidates, prior=prior)
             if lid.should_lock(choice, utt.seconds, n, final=final):
                 utt.language = choice.language
                 log.info("utterance %s: language %s (p=%.2f among %d, %.1f s), locked for the turn", utt.id,
@@ -534,6 +562,7 @@ class Pipeline:
         if utt.language is None and utt.seconds < lid.detect_min_s(len(self.candidates)):
             return
         utt.decoded_at = utt.samples
+        utt.speaker = self._speaker(utt, audio) or utt.speaker  # before the language: the speaker's own is the prior
         lang = self._lock_language(utt, audio)
         if lang is None:
             return  # no partials until the language is known: a caption never changes language mid-sentence
@@ -549,7 +578,6 @@ class Pipeline:
         stable, tail = utt.stable.update(result.text.split())
         text = " ".join(stable + tail)
         end = utt.end
-        utt.speaker = self._speaker(utt, audio) or utt.speaker
         self._emit(utt.id, False, lang, lang, text, utt.start, end, {"asr": asr_s}, stable=" ".join(stable),
                    speaker=utt.speaker)
         self.stats.partials += 1
@@ -732,24 +760,33 @@ class Pipeline:
 
     # ---- speakers -------------------------------------------------------------------------------------------
     def _speaker(self, utt: _Utterance, audio: np.ndarray, final_lang: str | None = None) -> dict | None:
-        """The utterance's speaker (final_lang given: the final's, which also updates the room's speakers).
-        A failing speaker model costs the speaker label only, never the caption."""
+        """The utterance's speaker (final_lang given: the final's, which also updates the room's speakers)."""
+        if final_lang is None:
+            return self._ask_speakers("partial", utt.id, audio)
+        return self._ask_speakers("final", utt.id, audio, final_lang)
+
+    def _ask_speakers(self, method: str, *args):
+        """self.speakers.<method>(*args), or None without speaker turns. A failing speaker model costs the speaker
+        features only (turned off, with a warning), never the captions."""
         if self.speakers is None:
             return None
         try:
-            if final_lang is None:
-                return self.speakers.partial(utt.id, audio)
-            return self.speakers.final(utt.id, audio, final_lang)
+            return getattr(self.speakers, method)(*args)
         except Exception as exc:  # a warning, not a pipeline error: the captions are fine
-            log.exception("speaker turns failed on utterance %s; captions go on without speakers", utt.id)
+            log.exception("speaker turns failed (%s); captions go on without speakers", method)
             self.warnings.append(f"speakers: {exc}")
             self.speakers = None
             return None
 
+    def _prior(self, speaker_id: str | None) -> dict[str, float]:
+        """The default language prior: the speaker's last language when known, else the previous turn's."""
+        own = self._ask_speakers("language_prior", speaker_id) if speaker_id else None
+        return lid.sticky_prior(own or self._last_lang)
+
     def speaker_changed(self, before: np.ndarray, after: np.ndarray) -> bool:
         """Did the voice change across a pause (speech before it, speech after it)? False without speaker turns.
         For the segmentation: end the utterance at the pause when this says so."""
-        return self.speakers is not None and self.speakers.speaker_changed(before, after)
+        return bool(self._ask_speakers("speaker_changed", before, after))
 
     # ---- events ---------------------------------------------------------------------------------------------
     def _emit(self, utt_id: str, final: bool, lang: str, source_lang: str, text: str, start: float, end: float,

@@ -77,3 +77,93 @@ def test_prompted_terms_are_bounded_to_whole_terms(cfg, engines):
     assert len(line) <= TERMS_PROMPT_MAX_CHARS and line.endswith(".")
     kept = line[:-1].split(", ")
     assert kept == terms[:len(kept)] and 5 < len(kept) < len(terms)
+
+
+# ---- per-speaker language prior -------------------------------------------------------------------------------
+def _tracker(cfg, models_dir):
+    from appliance.speakers import MODEL_NAME, SpeakerEmbedder, SpeakerTracker
+
+    return SpeakerTracker(SpeakerEmbedder(models_dir / MODEL_NAME, threads=1), threshold=cfg.speakers.threshold)
+
+
+def _recorded(name):
+    from appliance.audio import load_audio
+    from appliance.bench.corpus import AUDIOEVAL
+    from appliance.modelstore.sources import ensure_package
+
+    return load_audio(ensure_package(AUDIOEVAL) / "pytest_audioeval" / "samples" / "audio" / "en" / name)
+
+
+def test_language_prior_is_the_speakers_own_last_language(cfg, engines, models_dir):
+    """A recorded voice in English, a synthetic voice in French, the recorded voice again: the third turn's
+    language is detected with the prior of its speaker's last language (English), not the previous turn's (French)."""
+    import numpy as np
+
+    from appliance.asr import language as lid
+
+    pause = np.zeros(int(1.5 * SR), np.float32)
+    turns = [_recorded("quick_brown_fox.wav"), speak("fr", "Le budget de l'année prochaine est prêt pour le vote."),
+             _recorded("quick_brown_fox.wav")]  # the same recording: its speaker is known from its first partial
+    audio = np.concatenate([x for t in turns for x in (t, pause)])
+    c = cfg.model_copy(deep=True)
+    c.languages.spoken = ["en", "fr"]
+    tracker, priors = _tracker(cfg, models_dir), []
+
+    def record_priors(pipeline):
+        default = pipeline.language_prior
+
+        def prior(speaker_id):
+            priors.append((speaker_id, pipeline._last_lang, default(speaker_id)))
+            return priors[-1][2]
+
+        pipeline.language_prior = prior
+
+    events, pipeline = run(c, engines, audio, tracker, record_priors)
+    src = [(e.speaker["id"] if e.speaker else None, e.lang) for e in events if e.final and e.lang == e.source_lang]
+    assert src == [("S1", "en"), ("S2", "fr"), ("S1", "en")], src
+    assert tracker.language_prior("S1") == "en" and tracker.language_prior("S2") == "fr"
+    # the third turn: its speaker known, the previous turn French, the prior English (the speaker's own)
+    assert ("S1", "fr", lid.sticky_prior("en")) in priors, priors
+    assert pipeline.language_prior(None) == lid.sticky_prior("en")  # unknown speaker: the previous turn's language
+
+
+# ---- a change of speaker at a held pause ends the utterance ---------------------------------------------------
+def _voiced(audio):
+    """Without espeak-ng's leading and trailing silence (the test sets the pauses)."""
+    import numpy as np
+
+    idx = np.flatnonzero(np.abs(audio) > 0.01)
+    return audio[idx[0]:idx[-1] + 1]
+
+
+def _two_parts(second_voice):
+    """ "Good morning everyone." (too short to end an utterance by itself: held open), 0.6 s of silence (more than
+    the VAD's hangover, less than asr.sentence_pause_s), then the next sentence in `second_voice`."""
+    import numpy as np
+
+    a = _voiced(speak("en-us", "Good morning everyone."))
+    b = _voiced(speak(second_voice, "The budget for next year is ready for approval."))
+    silence = np.zeros(int(0.6 * SR), np.float32)
+    return np.concatenate([silence, a, silence, b, np.zeros(SR, np.float32)])
+
+
+def test_another_voice_after_a_held_pause_ends_the_utterance_there(cfg, engines, models_dir):
+    audio = _two_parts("en+klatt")
+    events, pipeline = run(cfg, engines, audio)  # without speaker turns: held open, one final
+    held = [e.text for e in events if e.final and e.lang == "en"]
+    assert pipeline.stats.pauses_held == 1 and len(held) == 1 and "morning" in held[0] and "next year" in held[0], held
+    events, pipeline = run(cfg, engines, audio, _tracker(cfg, models_dir))
+    finals = [e for e in events if e.final and e.lang == "en"]
+    assert [f.speaker["id"] for f in finals] == ["S1", "S2"], [(f.text, f.speaker) for f in finals]
+    assert "morning" in finals[0].text and "year" not in finals[0].text and "next year" in finals[1].text
+    assert pipeline.stats.pauses_held == 0 and not pipeline.warnings
+    for e in events:  # partials and translations of each part carry its own speaker
+        if e.speaker is not None:
+            assert e.speaker == next(f.speaker for f in finals if f.id == e.id), e
+
+
+def test_the_same_voice_after_a_held_pause_continues_the_utterance(cfg, engines, models_dir):
+    events, pipeline = run(cfg, engines, _two_parts("en-us"), _tracker(cfg, models_dir))
+    finals = [e for e in events if e.final and e.lang == "en"]
+    assert len(finals) == 1 and "morning" in finals[0].text and "next year" in finals[0].text, finals
+    assert pipeline.stats.pauses_held == 1 and finals[0].speaker["id"] == "S1"
