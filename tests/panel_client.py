@@ -28,10 +28,12 @@ class PanelClient:
     def token(self, path: str = "/login") -> str:
         return re.search(r'name="csrf-token" content="([^"]+)"', self.request(path)[1]).group(1)
 
-    def setup(self, password: str = PASSWORD) -> "PanelClient":
+    def setup(self, setup_code: str, password: str = PASSWORD) -> "PanelClient":
+        """First-run set-up with the one-time code the daemon printed in its log."""
         from urllib.parse import urlencode
 
-        body = urlencode({"password": password, "confirm": password, "csrf_token": self.token("/setup")}).encode()
+        body = urlencode({"password": password, "confirm": password, "setup_code": setup_code,
+                          "csrf_token": self.token("/setup")}).encode()
         status, text = self.request("/setup", method="POST", data=body,
                                     headers={"Content-Type": "application/x-www-form-urlencoded"})
         assert status in (200, 303), (status, text[:500])

@@ -4,7 +4,9 @@ cannot start rolls back to the last working config (reported in the panel and th
 from __future__ import annotations
 
 import json
+import re
 import subprocess
+import threading
 
 import pytest
 
@@ -33,11 +35,17 @@ def test_flags_win_over_the_file_and_over_panel_saves(models, tmp_path, broker, 
         [*_appliance(models), "run", "--config", str(config_path), "--room", "cliroom",
          "--broker", f"mqtt://127.0.0.1:{broker.port}", "--state-dir", str(tmp_path / "cli-state"),
          "--panel", f"127.0.0.1:{panel_port}", "--input", str(speech_wav)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    err_lines: list[str] = []  # read as it comes: the first-run set-up code is in the log
+    reader = threading.Thread(target=lambda: err_lines.extend(iter(proc.stderr.readline, "")), daemon=True)
+    reader.start()
     try:
         panel = PanelClient(f"http://127.0.0.1:{panel_port}")
         wait_until(lambda: _up(panel), 120, "the panel")
-        panel.setup()
+        wait_until(lambda: any("set-up code for the panel" in line for line in list(err_lines)), 30, "the set-up code")
+        code = next(re.search(r"set-up code for the panel: (\S+)", line).group(1) for line in list(err_lines)
+                    if "set-up code for the panel" in line)
+        panel.setup(code)
         status, body = panel.api("/api/config", {"room": {"name": "Hall B"}}, method="PATCH")
         assert status == 200, body
         wait_until(lambda: panel.api("/api/status")[1]["apply"]["state"] != "applying", 60, "the change applied")
@@ -68,7 +76,9 @@ def test_flags_win_over_the_file_and_over_panel_saves(models, tmp_path, broker, 
                                       for t, p, _ in msgs), 120)
     finally:
         proc.terminate()
-        out, err = proc.communicate(timeout=90)
+        proc.wait(timeout=90)
+        reader.join(10)
+        err = "".join(err_lines)
         rec.stop()
     assert proc.returncode == 0, err[-3000:]
     assert "Traceback" not in err.split("rolling back to the last working config")[0]
