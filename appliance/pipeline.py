@@ -443,12 +443,14 @@ class Pipeline:
     def _pause(self, held: _Held) -> None:
         """Speech ended: a final now if the text ends a sentence (or holding is off), else hold the utterance open."""
         utt = held.utt
+        self._finalising = utt  # out of self._utt now: a restart after a failure below makes its final
         if self.sentence_pause_s > 0 and len(utt.audio()) >= SR * 0.2:
             result = self._final_decode(utt, self._lock_language(utt, utt.audio(), final=True), held.speech_samples)
             utt.last, utt.last_samples, utt.probed = result, len(utt.audio()), True  # the final reuses this decode
             if not finished(result.text, self._audio_t - held.speech_end, self.sentence_pause_s):
                 log.debug("utterance %s held open at a pause: %r", utt.id, result.text)
                 self._held = held
+                self._finalising = None  # kept in self._held instead
                 return
         self._finalise(utt, held.speech_end_wall, speech_samples=held.speech_samples)
 

