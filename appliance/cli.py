@@ -136,7 +136,7 @@ def cmd_broker_users(args) -> int:
     passwd, acl = write_broker_files(store, Path(args.out), prefix=cfg.broker.topic_prefix, rooms=rooms,
                                      names=("appliance.passwd", "appliance.acl"))
     if args.appliance_password_file:  # systemd's LoadCredential= source for broker.password
-        from appliance.bus.credentials import write_private
+        from appliance.private_file import write_private
 
         write_private(Path(args.appliance_password_file), store.appliance().password + "\n")
     print(f"wrote {passwd} and {acl}: users appliance, {', '.join('display-' + r for r in store.rooms())} "
@@ -165,7 +165,6 @@ def _load_config(args):
 
 
 def cmd_transcribe(args) -> int:
-    import json
     import threading
 
     from appliance import subtitles

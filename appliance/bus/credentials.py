@@ -20,8 +20,10 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from appliance.private_file import write_private
+
 __all__ = ["Credential", "CredentialStore", "APPLIANCE_USER", "display_user", "acl_text", "write_broker_files",
-           "write_password_file", "write_private", "CredentialError"]
+           "write_password_file", "CredentialError"]
 
 APPLIANCE_USER = "appliance"
 DISPLAY_USER_PREFIX = "display-"
@@ -40,22 +42,6 @@ class Credential:
 
 def display_user(room: str) -> str:
     return f"{DISPLAY_USER_PREFIX}{room}"
-
-
-def write_private(path: Path, text: str) -> None:
-    """Atomic write of a file only its owner can read (0600 from creation)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 class CredentialStore:

@@ -14,6 +14,8 @@ from pathlib import Path
 
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from appliance.private_file import write_private
+
 MIN_PASSWORD = 8
 MAX_PASSWORD = 256
 
@@ -67,7 +69,7 @@ class AdminStore:
             data = {"version": 1, "password_hash": generate_password_hash(password),
                     "secret_key": current["secret_key"] if current else self._fallback_key,
                     "epoch": secrets.token_hex(8), "changed": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-            _write_private(self.path, json.dumps(data, indent=2) + "\n")
+            write_private(self.path, json.dumps(data, indent=2) + "\n")
             self._data = data
 
     def check(self, password: str) -> bool:
@@ -81,23 +83,6 @@ def password_problem(password: str) -> str | None:
     if len(password) > MAX_PASSWORD:
         return f"the password may have at most {MAX_PASSWORD} characters"
     return None
-
-
-def _write_private(path: Path, text: str) -> None:
-    """Atomic write of a file only its owner can read (0600 from creation, never wider)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if tmp.exists():
-            tmp.unlink()
-        raise
 
 
 class RateLimiter:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import numpy as np
 
 from appliance.speakers.cluster import Clusterer, Speaker
 from appliance.speakers.embedder import EMBEDDING_DIM
+from appliance.private_file import write_private
 
 log = logging.getLogger(__name__)
 
@@ -84,15 +84,4 @@ def load(path: Path, threshold: float) -> Clusterer:
 
 
 def save(path: Path, clusterer: Clusterer) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(dump(clusterer))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o600)  # voice prints are personal data: readable by the appliance user only
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    write_private(path, dump(clusterer))  # voice prints are personal data: readable by the appliance user only
