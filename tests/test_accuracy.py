@@ -3,52 +3,15 @@ translation guard. Audio comes from espeak-ng and pytest-audioeval's recordings 
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
-import pytest
 
 from appliance.audio import load_audio
-from appliance.bench.corpus import build_corpus, clip_path, speak
+from appliance.bench.corpus import clip_path, speak
 from appliance.bench.pipeline_bench import wer
-from appliance.config import Config
-from appliance.engines import load_engines
-from appliance.runner import make_pipeline, run_audio
+from test_pipeline import cfg, corpus, engines, run  # noqa: F401 (the pipeline tests' fixtures and runner)
 
 SR = 16000
 
-
-@pytest.fixture(scope="module")
-def corpus():
-    return build_corpus()
-
-
-@pytest.fixture(scope="module")
-def cfg():
-    c = Config()
-    c.languages.targets = ["en", "pt"]
-    c.accelerator.threads = 2
-    return c
-
-
-@pytest.fixture(scope="module")
-def engines(cfg, built_model, models_dir):
-    for name in ("whisper-base", "silero-vad", "bergamot-en-pt", "bergamot-pt-en"):
-        built_model(name)
-    return load_engines(cfg, models_dir)
-
-
-def run(cfg, engines, audio, *, partials=False):
-    events, lock = [], threading.Lock()
-
-    def sink(ev):
-        with lock:
-            events.append(ev)
-
-    pipeline = make_pipeline(cfg, engines, sink, realtime=False, partials=partials)
-    run_audio(pipeline, audio, realtime=False)
-    assert not pipeline.errors
-    return events, pipeline
 
 
 def with_spoken(cfg, spoken):
