@@ -57,7 +57,8 @@ class CaptionEvent:
     end: float = 0.0
     emitted: float = 0.0  # Unix time the pipeline produced the event
     latency: dict[str, float] = field(default_factory=dict)  # stage -> seconds
-    stable: str = ""  # partials: the leading part of `text` that will never change (displays show the rest as provisional)
+    stable: str = ""  # partials: the leading part of `text` that later partials keep (the rest is provisional); the final,
+    # decoded on the whole utterance with a longer window, may still correct it
     speaker: dict | None = None  # {"id": "S1", "name": None | "Chair"}: who is speaking, None while unknown or off
     untranslated: bool = False  # `text` is the source text, not a translation: no translation agreed with it
 

@@ -136,6 +136,8 @@ class Stats:
     mt_rejected: int = 0
     mt_withheld: int = 0  # final translations withheld (no candidate agreed with the source): source text published
     mt_reranked: int = 0  # final translations where the reverse model chose another beam candidate
+    language_changes: int = 0  # finals whose language, decided on the whole utterance, differed from the partials'
+    prompt_echoes: int = 0  # decodes that only repeated the previous text (decoded again without it)
     audio_dropped_chunks: int = 0
     behind: bool = False
     final_latency_s: Window = field(default_factory=Window)
@@ -171,6 +173,7 @@ class _Utterance:
     probed: bool = False  # ... and whether it was the end-of-speech probe (decoded as a final would be)
     gap_s: float = 0.0  # silence left out between the parts of an utterance held open across pauses
     resumes: _Held | None = None  # speech after a held pause, until its voice is compared with the held one's
+    detected: tuple[int, str] | None = None  # (samples, language): the last whole-utterance language decision
 
     @property
     def end(self) -> float:
@@ -445,7 +448,8 @@ class Pipeline:
         utt = held.utt
         self._finalising = utt  # out of self._utt now: a restart after a failure below makes its final
         if self.sentence_pause_s > 0 and len(utt.audio()) >= SR * 0.2:
-            result = self._final_decode(utt, self._lock_language(utt, utt.audio(), final=True), held.speech_samples)
+            lang = self._settle_language(utt, utt.audio(), held.speech_samples, held.speech_end_wall)
+            result = self._final_decode(utt, lang, held.speech_samples)
             utt.last, utt.last_samples, utt.probed = result, len(utt.audio()), True  # the final reuses this decode
             if not finished(result.text, self._audio_t - held.speech_end, self.sentence_pause_s):
                 log.debug("utterance %s held open at a pause: %r", utt.id, result.text)
@@ -514,6 +518,52 @@ class Pipeline:
                          choice.language, choice.probability, n, utt.seconds)
         return utt.language
 
+    def _final_language(self, utt: _Utterance, audio: np.ndarray, speech_samples: int | None = None) -> str:
+        """The language of the utterance as a whole: detected again on all its audio (the early lock heard a second
+        of it), from the encoding the final's decode uses. A decision on at least
+        `speech_samples` samples (the end-of-speech probe's) is reused."""
+        if lid.fixed(len(self.candidates)):
+            return self.candidates[0]
+        done = utt.detected
+        if done is not None and (done[0] == len(audio) or (speech_samples is not None and done[0] >= speech_samples)):
+            return done[1]
+        # hysteresis within the turn: the partials' language (itself chosen with the turn's prior) is kept unless the
+        # whole utterance clearly says another; with no partial lock, the turn's prior as for the lock
+        prior = lid.sticky_prior(utt.language) if utt.language is not None else \
+            self.language_prior(utt.speaker["id"] if utt.speaker else None)
+        choice = lid.choose(self.asr.detect_language(audio, pad_seconds=self.final_pad_s), allowed=self.candidates,
+                            prior=prior)
+        utt.detected = (len(audio), choice.language)
+        return choice.language
+
+    def _settle_language(self, utt: _Utterance, audio: np.ndarray, speech_samples: int | None,
+                         speech_end_wall: float) -> str:
+        """The final's language. When it is not the one the partials were shown in, those partials (and their
+        translations) are withdrawn and the utterance goes on under a new id, so that no display keeps a caption in
+        the wrong language and no caption changes language under the same id."""
+        lang = self._final_language(utt, audio, speech_samples)
+        if utt.language is not None and lang != utt.language:
+            old = utt.id
+            self._withdraw(utt, utt.language, speech_end_wall)
+            utt.id = f"{self._id_prefix}-{next(self._ids)}"
+            utt.stable, utt.last, utt.last_samples, utt.probed = StablePrefix(), None, 0, False
+            self.stats.language_changes += 1
+            log.info("utterance %s: the whole utterance is %s, not %s: partials withdrawn, final as %s", old, lang,
+                     utt.language, utt.id)
+        elif utt.language is None:
+            log.info("utterance %s: language %s at the final (among %d, %.1f s)", utt.id, lang, len(self.candidates),
+                     utt.seconds)
+        utt.language = lang
+        return lang
+
+    def _withdraw(self, utt: _Utterance, lang: str, speech_end_wall: float) -> None:
+        """Retract what was shown of `utt` in `lang` (an empty final), and its translations (translator thread)."""
+        self._ask_speakers("discard", utt.id)
+        if utt.first_partial_done:
+            self._emit(utt.id, True, lang, lang, "", utt.start, utt.end, {})
+            _put_with_timeout(self._caption_q, _SourceCaption(utt.id, True, lang, "", utt.start, utt.end, None,
+                                                              speech_end_wall, 0.0), STOP_TIMEOUT_S)
+
     # ---- context across segments ----------------------------------------------------------------------------------
     def reset_context(self, reason: str) -> None:
         """Forget the previous text: the next decode starts without context (also for other features, e.g. a
@@ -554,6 +604,12 @@ class Pipeline:
                                      pad_seconds=pad_s)
         if context:
             text = guards.strip_prompt_echo(result.text, context)
+            if not text and result.text.strip():  # it only repeated the previous text: decode again without it
+                self.stats.prompt_echoes += 1
+                log.debug("utterance %s: the decode only echoed the prompt (%r); decoding without it", utt.id,
+                          result.text)
+                return self.asr.transcribe(audio, language=lang, task="transcribe", beam_size=beam_size,
+                                           prompt=self._terms(lang) or None, pad_seconds=pad_s)
             if text != result.text.strip():
                 log.debug("utterance %s: dropped what the prompt echoed: %r -> %r", utt.id, result.text, text)
                 result = replace(result, text=text)
@@ -568,6 +624,8 @@ class Pipeline:
         lang = self._lock_language(utt, audio)
         if lang is None:
             return  # no partials until the language is known: a caption never changes language mid-sentence
+        if probe and self._final_language(utt, audio) != lang:
+            return  # the whole utterance says another language: the final will change it (no use decoding this)
         t0 = time.perf_counter()
         result = self._decode(utt, audio, lang, 1, self.final_pad_s if probe else self.partial_pad_s)
         utt.probed = probe
@@ -592,10 +650,13 @@ class Pipeline:
     def _final_decode(self, utt: _Utterance, lang: str, speech_samples: int | None):
         """The final's transcription: the end-of-speech probe's when it covered every spoken sample, else a decode
         (with Whisper's fallback to a beam when the result is repetitive or unlikely)."""
-        if (self.beam_size == 1 and utt.last is not None and speech_samples is not None
-                and utt.last_samples >= speech_samples and utt.probed):
-            return utt.last
         audio = utt.audio()
+        last = utt.last
+        if (self.beam_size == 1 and last is not None and speech_samples is not None
+                and utt.last_samples >= speech_samples and utt.probed and not _needs_fallback(last)
+                and not guards.asr_rejection(last.text, avg_logprob=last.avg_logprob,
+                                             no_speech_prob=last.no_speech_prob, duration_s=utt.seconds)):
+            return last  # a doubtful probe is not reused: the whole audio is decoded again (with the fallback)
         result = self._decode(utt, audio, lang, self.beam_size, self.final_pad_s)
         if self.beam_size < FALLBACK_BEAM and _needs_fallback(result):
             retry = self.asr.transcribe(audio, language=lang, task="transcribe", beam_size=FALLBACK_BEAM,
@@ -611,7 +672,7 @@ class Pipeline:
         if len(audio) < SR * 0.2:
             return
         self._finalising = utt  # a restart after a failure below retries this final
-        lang = self._lock_language(utt, audio, final=True)
+        lang = self._settle_language(utt, audio, speech_samples, speech_end_wall)
         t0 = time.perf_counter()
         result = self._final_decode(utt, lang, speech_samples)
         if result is utt.last:
@@ -622,21 +683,13 @@ class Pipeline:
             self.stats.rejected += 1
             self.reset_context("rejected final")
             log.info("utterance %s rejected (%s): %r", utt.id, reason, result.text)
-            if self.speakers is not None:
-                self.speakers.discard(utt.id)
-            if utt.first_partial_done:  # retract the provisional caption, and its translations (translator)
-                self._emit(utt.id, True, lang, lang, "", utt.start, utt.end, {})
-                _put_with_timeout(self._caption_q, _SourceCaption(utt.id, True, lang, "", utt.start, utt.end,
-                                                                  None, speech_end_wall, 0.0), STOP_TIMEOUT_S)
+            self._withdraw(utt, lang, speech_end_wall)
             self._finalising = None
             return
         asr_s = time.perf_counter() - t0
         self._last_lang = lang
         end = utt.end
-        text = result.text.strip()
-        if utt.stable.stable:  # words already shown as stable are kept; the final re-decode only settles the tail
-            stable, tail = utt.stable.update(text.split())
-            text = " ".join(stable + tail)
+        text = result.text.strip()  # the whole utterance's decode: it may correct words partials showed as stable
         self._remember(utt, lang, text)
         utt.speaker = self._speaker(utt, audio, final_lang=lang) or utt.speaker
         self._emit(utt.id, True, lang, lang, text, utt.start, end, {"asr": asr_s}, speaker=utt.speaker)

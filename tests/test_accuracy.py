@@ -171,3 +171,40 @@ def test_withheld_final_is_published_as_marked_source_text(cfg, engines):
     assert not en[0].untranslated
     assert pipeline.stats.mt_withheld == 1
     assert '"untranslated":true' in pt[0].to_json()
+
+
+# ---- the final decides the language on the whole utterance -----------------------------------------------------
+def test_the_final_decides_the_language_and_withdraws_partials_in_another(cfg, engines):
+    """An English turn, then a Spanish one that opens with an English "Okay,". Its first 0.6 s are English to
+    Whisper base (p 1.00 with the English turn as prior), so its partials are English; the whole utterance is
+    Spanish (p 0.98). The final is Spanish, under a new id, and the English partials are withdrawn (an empty final
+    in English)."""
+    audio = np.concatenate([_trim(speak("en-us", "Good morning everyone.")), np.zeros(int(1.5 * SR), np.float32),
+                            _trim(speak("en-us", "Okay,")),
+                            _trim(speak("es", "Buenas tardes, vamos a empezar la reunión con el informe del tesorero.")),
+                            np.zeros(SR // 2, np.float32)])
+    events, pipeline = run(with_spoken(cfg, ["en", "es"]), engines, audio, partials=True)
+    finals = [e for e in events if e.final and e.lang == e.source_lang and e.text]
+    assert [e.source_lang for e in finals] == ["en", "es"], [(e.lang, e.text) for e in finals]
+    spanish = finals[1]
+    assert "reunión" in spanish.text.lower() or "reunion" in spanish.text.lower(), spanish.text
+    en_partials = [e for e in events if not e.final and e.lang == "en" and e.text and e.start >= spanish.start - 0.5]
+    assert en_partials, "the premise: the first 0.6 s lock English for the Spanish turn's partials"
+    withdrawn = {e.id for e in events if e.final and e.lang == "en" and not e.text}
+    assert {e.id for e in en_partials} <= withdrawn  # no English display keeps the provisional caption
+    assert spanish.id not in withdrawn
+    assert pipeline.stats.language_changes == 1
+
+
+# ---- the prompt never costs words ----------------------------------------------------------------------------------
+def test_words_after_a_finished_sentence_are_not_lost_to_the_prompt(cfg, engines):
+    """A sentence that looked finished ("... was funded.") and its continuation after a pause: Whisper given the
+    previous text tends to repeat it instead of transcribing the short continuation; the words must still come out."""
+    first = _trim(speak("en-us", "Can you repeat the question, please? This project was funded."))
+    second = _trim(speak("en-us", "by the European Union."))
+    audio = np.concatenate([first, np.zeros(int(0.8 * SR), np.float32), second, np.zeros(SR, np.float32)])
+    events, _ = run(with_spoken(cfg, ["en"]), engines, audio, partials=True)
+    text = " ".join(e.text for e in sorted((e for e in events if e.final and e.lang == "en" and e.text),
+                                           key=lambda e: e.start))
+    assert "european union" in text.lower(), text
+    assert text.lower().count("funded") == 1, text

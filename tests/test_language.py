@@ -49,5 +49,8 @@ def test_should_lock(p, seconds, n, final, locked):
     assert lid.should_lock(lid.Choice("en", p), seconds, n, final=final) is locked
 
 
-def test_narrow_choice_detects_sooner():
-    assert lid.detect_min_s(2) < lid.detect_min_s(99)
+def test_detection_starts_with_the_first_partial():
+    """The lock is provisional (the final decides on the whole utterance), so no room waits past 0.6 s of speech."""
+    from appliance.pipeline import MIN_PARTIAL_AUDIO_S
+
+    assert lid.detect_min_s(2) <= MIN_PARTIAL_AUDIO_S and lid.detect_min_s(99) <= MIN_PARTIAL_AUDIO_S

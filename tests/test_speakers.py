@@ -50,7 +50,8 @@ def test_partials_name_the_speaker_the_final_confirms(embedder, voices):
     tracker.final("a", en[0], "en")
     audio = fr[0]
     assert tracker.partial("b", audio[: int(0.4 * SR)]) is None  # too little speech yet
-    early = tracker.partial("b", audio[: int(1.0 * SR)])
+    assert tracker.partial("b", audio[: int(0.8 * SR)]) is None  # no known voice: no new id on so little speech
+    early = tracker.partial("b", audio[: int(1.2 * SR)])
     assert early == {"id": "S2", "name": None}  # a new voice: the id its final will get
     assert tracker.final("b", audio, "fr") == early
     again = en[1]

@@ -22,7 +22,7 @@ LOCK_MAX_S = 3.0  # ... or once this much speech is in (most likely language)
 NARROW_CHOICE = 3  # with at most this many candidates the choice is narrow:
 NARROW_LOCK_PROB = 0.9  # ... lock at this confidence (among the candidates only, so higher)
 NARROW_LOCK_MAX_S = 2.0  # ... or after this much speech
-DETECT_MIN_S = 1.0  # first detection once this much speech is in (wide choice)
+DETECT_MIN_S = 0.6  # first detection once this much speech is in (wide choice; provisional, the final decides again)
 NARROW_DETECT_MIN_S = 0.6  # ... narrow choice: as soon as a partial may be decoded
 
 

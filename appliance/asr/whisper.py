@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -91,6 +92,8 @@ class WhisperModel:
         self.pad_frames = int(round(float(facts.get("pad_input_seconds", PAD_SECONDS)) * SAMPLE_RATE / features.HOP))
         self.providers: list[str] = list(encoder.get_providers())
         self.cut_loops = True
+        self._encoded: tuple[int, np.ndarray, tuple] | None = None  # (frames, audio, cross) of the last encoding
+        self._encoded_lock = threading.Lock()
         s = self.tokenizer.specials
         self._suppress = np.zeros(self.n_vocab, dtype=bool)
         self._suppress[[i for i in facts["suppress_tokens"] if 0 <= i < self.n_vocab]] = True
@@ -129,9 +132,18 @@ class WhisperModel:
         return min(frames + frames % 2, self.max_frames)
 
     def _encode(self, audio: np.ndarray, pad_seconds: float | None = None):
-        mel = features.log_mel(audio, self.n_mels, self.frames_for(len(audio), pad_seconds))
-        cross_k, cross_v = self.encoder.run(None, {"mel": mel[None]})
-        return cross_k, cross_v
+        """The decoder's cross-attention keys/values for `audio`. The last encoding is kept: the pipeline detects
+        an utterance's language and transcribes it from the same audio, and that costs one encoder run, not two."""
+        frames = self.frames_for(len(audio), pad_seconds)
+        with self._encoded_lock:
+            last = self._encoded
+            if last is not None and last[0] == frames and np.array_equal(last[1], audio):
+                return last[2]
+        mel = features.log_mel(audio, self.n_mels, frames)
+        cross = tuple(self.encoder.run(None, {"mel": mel[None]}))
+        with self._encoded_lock:
+            self._encoded = (frames, np.array(audio, copy=True), cross)
+        return cross
 
     def _empty_cache(self, batch: int):
         shape = (self.n_layers, batch, self.n_heads, 0, self.head_dim)
@@ -143,10 +155,11 @@ class WhisperModel:
         return logits, (k, v)
 
     # ---- public API ------------------------------------------------------------------------------------------
-    def detect_language(self, audio: np.ndarray) -> list[tuple[str, float]]:
-        """[(code, probability)] for every language the model knows, most likely first."""
+    def detect_language(self, audio: np.ndarray, pad_seconds: float | None = None) -> list[tuple[str, float]]:
+        """[(code, probability)] for every language the model knows, most likely first. `pad_seconds` as for
+        `transcribe`: the same audio and padding as a following transcription share one encoder run."""
         audio = self._check_audio(audio)
-        return self._detect(self._encode(audio[: int(CHUNK_SECONDS * SAMPLE_RATE)]))
+        return self._detect(self._encode(audio[: int(CHUNK_SECONDS * SAMPLE_RATE)], pad_seconds))
 
     def _detect(self, cross) -> list[tuple[str, float]]:
         if not self.multilingual:

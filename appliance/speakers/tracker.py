@@ -104,8 +104,10 @@ class SpeakerTracker:
                 state.padded = (len(audio), emb)
             with self._lock:
                 sp = self.clusterer.match(emb)
-                # a voice not heard before: the id the final will give it
-                state.label = sp.label() if sp else {"id": f"S{self.clusterer.next_number}", "name": None}
+                # a voice not heard before: the id the final will give it, once SECOND_LOOK_S of it is in (a padded
+                # look at less often misses a known voice, and a wrong new id on a partial is worse than none yet)
+                new = {"id": f"S{self.clusterer.next_number}", "name": None} if len(audio) >= SECOND_LOOK_S * SR else None
+                state.label = sp.label() if sp else new
         return state.label
 
     @_guarded

@@ -1,4 +1,4 @@
-/* Room display over MQTT-over-WebSocket (mqtt.js). Protocol: docs/protocol.md (schema v1, revision 3).
+/* Room display over MQTT-over-WebSocket (mqtt.js). Protocol: docs/protocol.md (schema v1, revision 4).
    Caption text is only ever set with textContent: it is never parsed as HTML. */
 "use strict";
 (function () {
