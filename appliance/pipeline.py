@@ -695,6 +695,8 @@ class Pipeline:
         self._emit(utt.id, True, lang, lang, text, utt.start, end, {"asr": asr_s}, speaker=utt.speaker)
         self.stats.finals += 1
         self.stats.final_latency_s.append(time.monotonic() - speech_end_wall)
+        log.debug("utterance %s final %.2f s after its speech ended (decode %.2f s%s, %.1f s of audio)", utt.id,
+                  time.monotonic() - speech_end_wall, asr_s, ", the probe's" if result is utt.last else "", utt.seconds)
         emitted = time.monotonic()
         english = None  # after the source final is out: Whisper's translate task for routes that need English
         if lang != "en" and any(r and r[0].engine == "whisper" for r in self.routes(lang).values()):
