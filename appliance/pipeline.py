@@ -87,6 +87,10 @@ PARTIAL_PAD_S: float | None = None  # ... of partials (None: the model's 1 s). F
 # partial that covers all its utterance's speech usable as the final, but measured on the accuracy bench it costs more
 # than it saves: RTF 0.50 -> 0.66, partials skipped behind real time, final latency p50 0.55 -> 0.70 s
 SPEAKER_CHECK_S = 1.0  # speech after a held pause before the voices either side are compared (speaker turns on)
+LEFT_CONTEXT_MAX_S = 8.0  # left audio context: the previous final's audio, when it is at most this long ...
+LEFT_CONTEXT_GAP_S = 0.0  # ... and ended at most this long before the utterance. Off (0): measured with 2.0 on the
+# accuracy bench's English part it fixed some utterance starts and broke as many (WER 11.9 % -> 12.7 %)
+LEFT_CONTEXT_SILENCE_S = 0.3  # the pause put between them (the VAD keeps no audio of the real one)
 TERMS_PROMPT_MAX_CHARS = 150  # glossary terms of the language put before the previous text in the prompt (whole terms)
 
 
@@ -249,6 +253,8 @@ class Pipeline:
         self._context: list[str] = []  # finalised texts of the current context (see CONTEXT_*)
         self._context_lang: str | None = None
         self._context_end = 0.0  # audio time where the context's last final ended
+        self.left_context_gap_s = LEFT_CONTEXT_GAP_S  # 0: no left audio context
+        self._left: tuple[np.ndarray, str] | None = None  # the context's last final: (its audio, its text)
         self.targets = list(targets)
         self.beam_size = beam_size
         self.mt_beam_size = mt_beam_size
@@ -578,7 +584,7 @@ class Pipeline:
         speaker change). Called by the recognizer thread only."""
         if self._context:
             log.debug("context reset (%s)", reason)
-        self._context, self._context_lang = [], None
+        self._context, self._context_lang, self._left = [], None, None
 
     def _prompt(self, utt: _Utterance, lang: str) -> str | None:
         """The previous text to condition `utt`'s decodes on, after the reset rules."""
@@ -588,7 +594,8 @@ class Pipeline:
             self.reset_context(f"{utt.start - self._context_end:.1f} s of silence")
         return (" ".join(self._context)[-self.context_max_chars:] or None) if self.context_max_chars > 0 else None
 
-    def _remember(self, utt: _Utterance, lang: str, text: str) -> None:
+    def _remember(self, utt: _Utterance, lang: str, text: str, audio: np.ndarray) -> None:
+        self._left = (audio, text) if len(audio) <= LEFT_CONTEXT_MAX_S * SR and text else None
         self._context.append(text)
         self._context_lang, self._context_end = lang, utt.end
         while len(self._context) > 1 and sum(len(t) + 1 for t in self._context[1:]) >= self.context_max_chars:
@@ -603,10 +610,14 @@ class Pipeline:
             terms.append(term)
         return ", ".join(terms) + "." if terms else ""
 
-    def _decode(self, utt: _Utterance, audio: np.ndarray, lang: str, beam_size: int, pad_s: float | None):
+    def _decode(self, utt: _Utterance, audio: np.ndarray, lang: str, beam_size: int, pad_s: float | None,
+                left: bool = False):
         """Transcribe `utt`'s audio conditioned on the glossary's terms and the context, without the sentences
-        Whisper copied from the context (a sentence that is only a term is kept: it may well have been said)."""
+        Whisper copied from the context (a sentence that is only a term is kept: it may well have been said).
+        `left`: with left audio context when there is one (see _decode_after_left)."""
         context = self._prompt(utt, lang)
+        if left and (result := self._decode_after_left(utt, audio, lang, beam_size, pad_s, context)) is not None:
+            return result
         prompt = " ".join(x for x in (self._terms(lang), context) if x) or None
         result = self.asr.transcribe(audio, language=lang, task="transcribe", beam_size=beam_size, prompt=prompt,
                                      pad_seconds=pad_s)
@@ -623,6 +634,26 @@ class Pipeline:
                 result = replace(result, text=text)
         return result
 
+    def _decode_after_left(self, utt: _Utterance, audio: np.ndarray, lang: str, beam_size: int, pad_s: float | None,
+                           context: str | None):
+        """Left audio context: the previous final's audio (a pause between) before `utt`'s, its text forced as the
+        start of Whisper's output, so the words at the start of `utt` are heard after what led to them, as in an
+        offline transcript. Only right after a final of the same context (same language, a short pause); None
+        when there is none or Whisper heard nothing after the known text (the caller decodes without it)."""
+        if (self._left is None or self.left_context_gap_s <= 0 or not context
+                or not 0 <= utt.start - self._context_end <= self.left_context_gap_s):
+            return None
+        left_audio, left_text = self._left
+        before = context[:-len(left_text)].strip() if context.endswith(left_text) else context
+        prompt = " ".join(x for x in (self._terms(lang), before) if x) or None
+        joined = np.concatenate([left_audio, np.zeros(int(LEFT_CONTEXT_SILENCE_S * SR), np.float32), audio])
+        result = self.asr.transcribe(joined, language=lang, task="transcribe", beam_size=beam_size, prompt=prompt,
+                                     pad_seconds=pad_s, prefix=left_text)
+        text = guards.strip_prompt_echo(result.text, context)
+        if not text:
+            return None
+        return replace(result, text=text, duration_s=len(audio) / SR)
+
     def _partial(self, utt: _Utterance, wall: float, probe: bool = False) -> None:
         audio = utt.audio()
         if utt.language is None and utt.seconds < lid.detect_min_s(len(self.candidates)):
@@ -636,7 +667,7 @@ class Pipeline:
         if final_like:  # the language so far, on all the audio so far: a clear change withdraws what was shown
             lang = self._settle_language(utt, audio, None, wall)
         t0 = time.perf_counter()
-        result = self._decode(utt, audio, lang, 1, self.final_pad_s if final_like else self.partial_pad_s)
+        result = self._decode(utt, audio, lang, 1, self.final_pad_s if final_like else self.partial_pad_s, left=final_like)
         utt.probed = final_like
         asr_s = time.perf_counter() - t0
         self._last_partial_s = asr_s
@@ -666,7 +697,7 @@ class Pipeline:
                 and not guards.asr_rejection(last.text, avg_logprob=last.avg_logprob,
                                              no_speech_prob=last.no_speech_prob, duration_s=utt.seconds)):
             return last  # a doubtful probe is not reused: the whole audio is decoded again (with the fallback)
-        result = self._decode(utt, audio, lang, self.beam_size, self.final_pad_s)
+        result = self._decode(utt, audio, lang, self.beam_size, self.final_pad_s, left=True)
         if self.beam_size < FALLBACK_BEAM and _needs_fallback(result):
             retry = self.asr.transcribe(audio, language=lang, task="transcribe", beam_size=FALLBACK_BEAM,
                                         pad_seconds=self.final_pad_s)  # without the prompt: it may be what misled
@@ -699,7 +730,7 @@ class Pipeline:
         self._last_lang = lang
         end = utt.end
         text = result.text.strip()  # the whole utterance's decode: it may correct words partials showed as stable
-        self._remember(utt, lang, text)
+        self._remember(utt, lang, text, audio)
         utt.speaker = self._speaker(utt, audio, final_lang=lang) or utt.speaker
         self._emit(utt.id, True, lang, lang, text, utt.start, end, {"asr": asr_s}, speaker=utt.speaker)
         self.stats.finals += 1

@@ -213,3 +213,34 @@ def test_runtime_never_imports_torch(built_model):
             "assert not bad, bad; print('ok')")
     proc = subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
+
+
+def test_prefix_gives_only_what_follows_the_known_text(base, speak):
+    """Left audio context: the first sentence's audio and text before the second's audio; the result is the second
+    sentence alone (Whisper continues after the forced text instead of transcribing it again)."""
+    first, second = speak(ENGLISH[0]), speak(ENGLISH[2])
+    r = base.transcribe(np.concatenate([first, second]), language="en", prefix="Good morning everyone.")
+    assert wer([ENGLISH[2]], [r.text]) <= 0.2, r.text
+    assert "morning" not in r.text.lower()
+
+
+def test_detection_and_transcription_of_the_same_audio_share_one_encoder_run(base, speak):
+    audio = speak(ENGLISH[3])
+    runs = []
+    real = base.encoder
+
+    class Counting:  # the real session, counting its runs
+        def run(self, *args, **kwargs):
+            runs.append(1)
+            return real.run(*args, **kwargs)
+
+    base.encoder = Counting()
+    try:
+        base.detect_language(audio, pad_seconds=2.0)
+        text = base.transcribe(audio, language="en", pad_seconds=2.0).text
+        assert len(runs) == 1
+        base.transcribe(audio, language="en", pad_seconds=1.0)  # other padding: another encoding
+        assert len(runs) == 2
+    finally:
+        base.encoder = real
+    assert wer([ENGLISH[3]], [text]) <= 0.25, text

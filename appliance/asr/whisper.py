@@ -175,14 +175,17 @@ class WhisperModel:
 
     def transcribe(self, audio: np.ndarray, language: str | None = None, task: str = "transcribe", beam_size: int = 1,
                    max_new_tokens: int | None = None, prompt: str | None = None,
-                   pad_seconds: float | None = None) -> Transcription:
+                   pad_seconds: float | None = None, prefix: str | None = None) -> Transcription:
         """Text of 16 kHz mono float32 `audio`. `language=None` detects it (per 30 s window); `task="translate"`
         gives English (multilingual models only). Audio longer than 30 s is decoded in consecutive 30 s windows,
         each conditioned on the text of the one before.
 
         `prompt`: text said just before (or words likely to be said, such as a glossary's terms), given to the
         decoder as Whisper's previous-text context (<|startofprev|>, last MAX_PROMPT_TOKENS tokens).
-        `pad_seconds`: silence after the audio in the encoder input (default: the model's pad_input_seconds)."""
+        `pad_seconds`: silence after the audio in the encoder input (default: the model's pad_input_seconds).
+        `prefix`: the text of the audio's beginning, already known (left audio context): forced as the start of the
+        output, and the result is only what follows it (an empty text when Whisper hears nothing more). First
+        window only."""
         audio = self._check_audio(audio)
         if task not in TASKS:
             raise ValueError(f"unknown task {task!r}: use 'transcribe' or 'translate'")
@@ -199,7 +202,7 @@ class WhisperModel:
         parts: list[Transcription] = []
         for start in range(0, max(len(audio), 1), step):  # the first window's language holds for the rest
             parts.append(self._transcribe_window(audio[start:start + step], language, task, beam_size, max_new_tokens,
-                                                 prompt, pad_seconds))
+                                                 prompt, pad_seconds, prefix if start == 0 else None))
             language = parts[0].language
             prompt = " ".join(x for x in (prompt, parts[-1].text.strip()) if x)
         if len(parts) == 1:
@@ -226,17 +229,19 @@ class WhisperModel:
         return [self.tokenizer.specials.sot_prev] + self.tokenizer.encode(" " + prompt.strip())[-MAX_PROMPT_TOKENS:]
 
     def _transcribe_window(self, audio, language, task, beam_size, max_new_tokens, prompt=None,
-                           pad_seconds=None) -> Transcription:
+                           pad_seconds=None, prefix=None) -> Transcription:
         cross = self._encode(audio, pad_seconds)
         language_prob = None
         if language is None:
             language, language_prob = self._detect(cross)[0]
         duration = len(audio) / SAMPLE_RATE
         context = self._context(prompt)
-        start = context + self.tokenizer.prompt(language, task)
+        forced = self.tokenizer.encode(" " + prefix.strip()) if prefix and prefix.strip() else []
+        start = context + self.tokenizer.prompt(language, task) + forced
         limit = max_new_tokens or min(MAX_NEW_TOKENS, max(16, int(duration * MAX_TOKENS_PER_SECOND)))
         limit = min(limit, self.n_text_ctx - len(start))
-        tokens, sum_logprob, no_speech = self._decode(cross, start, beam_size, limit, sot_at=len(context))
+        tokens, sum_logprob, no_speech = self._decode(cross, start, beam_size, limit, sot_at=len(context),
+                                                      may_end_first=bool(forced))
         text = self.tokenizer.decode(tokens)
         return Transcription(text=text, language=language, tokens=tuple(tokens),
                              avg_logprob=sum_logprob / (len(tokens) + 1), compression_ratio=compression_ratio(text),
@@ -250,7 +255,7 @@ class WhisperModel:
         return _log_softmax(logits)
 
     def _decode(self, cross, prompt: list[int], beam_size: int, limit: int,
-                sot_at: int = 0) -> tuple[list[int], float, float]:
+                sot_at: int = 0, may_end_first: bool = False) -> tuple[list[int], float, float]:
         """Beam search as openai-whisper's (beam_size=1 is greedy): -> (tokens, sum of log-probs, no-speech prob).
         `sot_at`: position of <|startoftranscript|> in `prompt` (after any previous-text context)."""
         eot = self.tokenizer.specials.eot
@@ -262,7 +267,7 @@ class WhisperModel:
         finished: list[tuple[list[int], float]] = []
         last = logits[:, -1]
         for step in range(limit):
-            logprobs = self._filtered_logprobs(last, first=step == 0)
+            logprobs = self._filtered_logprobs(last, first=step == 0 and not may_end_first)
             candidates = []
             for b, (toks, score) in enumerate(beams):
                 if beam_size == 1:

@@ -314,6 +314,7 @@ LEVERS = {
     "no sentence hold (every pause ends)": {"sentence_pause_s": 0.0},
     "no previous-text prompt": {"context_max_chars": 0},
     "final window +1 s (was)": {"final_pad_s": 1.0},
+    "with left audio context (off by default)": {"left_context_gap_s": 2.0},
     "none (as before)": {"sentence_pause_s": 0.0, "context_max_chars": 0, "final_pad_s": 1.0},
 }
 
