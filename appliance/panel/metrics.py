@@ -55,7 +55,11 @@ def render(snapshot: dict) -> str:
                                            "the source text was published marked untranslated)."),
                            ("mt_reranked", "Final translations where the reverse model chose another beam candidate."),
                            ("audio_dropped_chunks", "Audio chunks dropped because the queue was full."),
-                           ("restarts", "Pipeline stages restarted after an exception.")):
+                           ("restarts", "Pipeline stages restarted after an exception."),
+                           ("language_changes", "Finals whose language, decided on the whole utterance, differed from "
+                                                "their partials' (the partials were withdrawn)."),
+                           ("prompt_echoes", "Decodes that only repeated the previous text (decoded again without "
+                                             "it).")):
         o.family(f"appliance_{key}_total", "counter", help_text, [({}, p[key])])
     samples, extra = [], []
     for stage, s in sorted(snapshot["latency"].items()):
