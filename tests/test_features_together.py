@@ -4,51 +4,24 @@ prompt context, the per-speaker language prior, and a change of speaker ending a
 from __future__ import annotations
 
 import json
-import threading
+from functools import partial
 
 import pytest
 
 from appliance.bench.corpus import speak
-from appliance.config import Config
-from appliance.engines import load_engines
 from appliance.pipeline import TERMS_PROMPT_MAX_CHARS
-from appliance.runner import make_pipeline, run_audio
+from appliance.runner import make_pipeline
+from appliance.speakers import MODEL_NAME
+from test_pipeline import cfg, engines, finals  # noqa: F401 (the pipeline tests' fixtures)
+from test_pipeline import run as run_fast
 
 SR = 16000
+run = partial(run_fast, partials=True)
 
 
-@pytest.fixture(scope="module")
-def cfg():
-    c = Config()
-    c.languages.targets = ["en", "pt"]
-    c.accelerator.threads = 2
-    return c
-
-
-@pytest.fixture(scope="module")
-def engines(cfg, built_model, models_dir):
-    for name in ("whisper-base", "silero-vad", "bergamot-en-pt", "bergamot-pt-en", "speaker-ge2e"):
-        built_model(name)
-    return load_engines(cfg, models_dir)
-
-
-def run(cfg, engines, audio, speakers=None, setup=None):
-    events, lock = [], threading.Lock()
-
-    def sink(ev):
-        with lock:
-            events.append(ev)
-
-    pipeline = make_pipeline(cfg, engines, sink, realtime=False, speakers=speakers)
-    if setup:
-        setup(pipeline)
-    run_audio(pipeline, audio, realtime=False)
-    assert not pipeline.errors
-    return events, pipeline
-
-
-def finals(events, lang):
-    return " ".join(e.text for e in events if e.final and e.lang == lang)
+@pytest.fixture(scope="module", autouse=True)
+def speaker_model(built_model):
+    return built_model(MODEL_NAME)
 
 
 # ---- glossary terms as prompt context -------------------------------------------------------------------------
@@ -81,7 +54,7 @@ def test_prompted_terms_are_bounded_to_whole_terms(cfg, engines):
 
 # ---- per-speaker language prior -------------------------------------------------------------------------------
 def _tracker(cfg, models_dir):
-    from appliance.speakers import MODEL_NAME, SpeakerEmbedder, SpeakerTracker
+    from appliance.speakers import SpeakerEmbedder, SpeakerTracker
 
     return SpeakerTracker(SpeakerEmbedder(models_dir / MODEL_NAME, threads=1), threshold=cfg.speakers.threshold)
 
@@ -118,7 +91,7 @@ def test_language_prior_is_the_speakers_own_last_language(cfg, engines, models_d
 
         pipeline.language_prior = prior
 
-    events, pipeline = run(c, engines, audio, tracker, record_priors)
+    events, pipeline = run(c, engines, audio, speakers=tracker, setup=record_priors)
     src = [(e.speaker["id"] if e.speaker else None, e.lang) for e in events if e.final and e.lang == e.source_lang]
     assert src == [("S1", "en"), ("S2", "fr"), ("S1", "en")], src
     assert tracker.language_prior("S1") == "en" and tracker.language_prior("S2") == "fr"
@@ -152,7 +125,7 @@ def test_another_voice_after_a_held_pause_ends_the_utterance_there(cfg, engines,
     events, pipeline = run(cfg, engines, audio)  # without speaker turns: held open, one final
     held = [e.text for e in events if e.final and e.lang == "en"]
     assert pipeline.stats.pauses_held == 1 and len(held) == 1 and "morning" in held[0] and "next year" in held[0], held
-    events, pipeline = run(cfg, engines, audio, _tracker(cfg, models_dir))
+    events, pipeline = run(cfg, engines, audio, speakers=_tracker(cfg, models_dir))
     finals = [e for e in events if e.final and e.lang == "en"]
     assert [f.speaker["id"] for f in finals] == ["S1", "S2"], [(f.text, f.speaker) for f in finals]
     assert "morning" in finals[0].text and "year" not in finals[0].text and "next year" in finals[1].text
@@ -163,7 +136,7 @@ def test_another_voice_after_a_held_pause_ends_the_utterance_there(cfg, engines,
 
 
 def test_the_same_voice_after_a_held_pause_continues_the_utterance(cfg, engines, models_dir):
-    events, pipeline = run(cfg, engines, _two_parts("en-us"), _tracker(cfg, models_dir))
+    events, pipeline = run(cfg, engines, _two_parts("en-us"), speakers=_tracker(cfg, models_dir))
     finals = [e for e in events if e.final and e.lang == "en"]
     assert len(finals) == 1 and "morning" in finals[0].text and "next year" in finals[0].text, finals
     assert pipeline.stats.pauses_held == 1 and finals[0].speaker["id"] == "S1"

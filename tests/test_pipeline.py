@@ -36,14 +36,17 @@ def engines(cfg, built_model, models_dir):
     return load_engines(cfg, models_dir)
 
 
-def run(cfg, engines, audio, *, partials=False):
+def run(cfg, engines, audio, *, partials=False, speakers=None, setup=None):
+    """Caption `audio` as fast as the pipeline takes it; `setup(pipeline)` may change it before it starts."""
     events, lock = [], threading.Lock()
 
     def sink(ev):
         with lock:
             events.append(ev)
 
-    pipeline = make_pipeline(cfg, engines, sink, realtime=False, partials=partials)
+    pipeline = make_pipeline(cfg, engines, sink, realtime=False, partials=partials, speakers=speakers)
+    if setup:
+        setup(pipeline)
     run_audio(pipeline, audio, realtime=False)
     assert not pipeline.errors
     return events, pipeline

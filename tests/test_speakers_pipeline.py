@@ -4,36 +4,22 @@ off with a warning and captions go on."""
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 import pytest
 
 from appliance.audio import load_audio
 from appliance.bench.corpus import AUDIOEVAL, speak
-from appliance.config import Config
-from appliance.engines import load_engines
 from appliance.modelstore.sources import ensure_package
-from appliance.runner import make_pipeline, run_audio
 from appliance.speakers import MODEL_NAME, SpeakerEmbedder, SpeakerTracker
 from appliance.speakers.wiring import open_tracker
+from test_pipeline import cfg, engines, run  # noqa: F401 (the pipeline tests' fixtures and runner)
 
 SR = 16000
 
 
-@pytest.fixture(scope="module")
-def cfg():
-    c = Config()
-    c.languages.targets = ["en", "pt"]
-    c.accelerator.threads = 2
-    return c
-
-
-@pytest.fixture(scope="module")
-def engines(cfg, built_model, models_dir):
-    for name in ("whisper-base", "silero-vad", "bergamot-en-pt", "bergamot-pt-en", MODEL_NAME):
-        built_model(name)
-    return load_engines(cfg, models_dir)
+@pytest.fixture(scope="module", autouse=True)
+def speaker_model(built_model):
+    return built_model(MODEL_NAME)
 
 
 @pytest.fixture(scope="module")
@@ -47,15 +33,7 @@ def meeting():
 
 
 def _run(cfg, engines, audio, speakers):
-    events, lock = [], threading.Lock()
-
-    def sink(ev):
-        with lock:
-            events.append(ev)
-
-    pipeline = make_pipeline(cfg, engines, sink, realtime=False, speakers=speakers)
-    run_audio(pipeline, audio, realtime=False)
-    return events, pipeline
+    return run(cfg, engines, audio, partials=True, speakers=speakers)
 
 
 def test_captions_carry_the_speaker_of_each_turn(cfg, engines, models_dir, meeting):
