@@ -10,7 +10,8 @@ import time
 from appliance.bus.client import CaptionState
 from appliance.bus.publisher import Publisher
 from appliance.config import BrokerConfig
-from test_bus_support import ROOT, final, start_broker, wait_until
+from test_bus_support import ROOT, final, partial, start_broker, wait_for_stderr_line, wait_until
+from test_display_web import CAUGHT_UP, browser, rows, stack  # noqa: F401 (the web display tests' fixtures)
 
 CHAIR = {"id": "S1", "name": "Chair"}
 S2 = {"id": "S2", "name": None}
@@ -77,7 +78,7 @@ def test_terminal_display_prints_the_speaker_at_each_change(tmp_path, appliance_
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     pub = Publisher(BrokerConfig(port=broker.port), room="r1", state_dir=tmp_path, max_backoff_s=1.0)
     try:
-        time.sleep(1.5)  # the display subscribes
+        wait_for_stderr_line(proc, "subscribed to room r1 in pt")  # the display subscribes
         pub.start()
         for msg in (spoken(1, CHAIR, "Bom dia."), spoken(2, CHAIR, "Começamos."), spoken(3, S2, "Obrigado."),
                     spoken(4, {"id": "S3", "name": "Del\x1b[2Jegada"}, "Sim.")):
@@ -94,112 +95,72 @@ def test_terminal_display_prints_the_speaker_at_each_change(tmp_path, appliance_
     assert out.splitlines() == ["Chair: Bom dia.", "Começamos.", "S2: Obrigado.", "Del [2Jegada: Sim."]
 
 
-def test_web_display_marks_speakers_with_a_name_and_a_colour(tmp_path, artifacts):
-    import threading
-
-    from playwright.sync_api import sync_playwright
-    from werkzeug.serving import make_server
-
-    from appliance.display import web
-    from test_bus_support import free_port, partial
-    from test_display_web import ARGS, CAUGHT_UP, CHROMIUM, rows
-
-    broker = start_broker(tmp_path / "broker")
-    pub = Publisher(BrokerConfig(port=broker.port), room="r1", state_dir=tmp_path, max_backoff_s=1.0)
-    server = make_server("127.0.0.1", free_port(), web.make_app(), threaded=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-            page = browser.new_page(viewport={"width": 1280, "height": 720})
-            errors = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(f"http://127.0.0.1:{server.server_port}/display/?room=r1&lang=pt&rows=3"
-                      f"&broker=ws://127.0.0.1:{broker.ws_port}")
-            pub.start()
-            page.wait_for_function("() => document.getElementById('banner').hidden")
-            pub.publish(spoken(1, CHAIR, "Bom dia."))
-            pub.publish(spoken(2, CHAIR, "Vamos começar."))
-            pub.publish(spoken(3, {"id": "S2", "name": "<b>Quénia</b>"}, "Obrigado."))
-            page.wait_for_function("() => window.captionDisplay.finals === 3")
-            page.wait_for_function(CAUGHT_UP)  # finals are revealed at reading speed
-            assert [r[0] for r in rows(page)] == ["Chair: Bom dia.", "Vamos começar.", "<b>Quénia</b>: Obrigado."]
-            labels = page.eval_on_selector_all(".row .speaker", "els => els.map(e => [e.textContent, "
-                                               "getComputedStyle(e).color])")
-            assert [t for t, _ in labels] == ["Chair: ", "<b>Quénia</b>: "]
-            assert labels[0][1] != labels[1][1]  # a colour per speaker
-            assert page.query_selector("#captions b") is None  # the name is text, never HTML
-            same = page.eval_on_selector_all(".row", "els => els.map(e => getComputedStyle(e).borderLeftColor)")
-            assert same[0] == same[1] != same[2]  # the chair's two lines share a colour
-            msg = partial(4, 1, text="e agora")
-            msg["speaker"] = CHAIR
-            pub.publish(msg)
-            page.wait_for_function("() => document.querySelector('.row.partial') !== null")
-            assert rows(page)[-1] == ["Chair: e agora", True]
-            page.screenshot(path=str(artifacts / "display-web-speakers.png"))
-            assert not errors
-            browser.close()
-    finally:
-        server.shutdown()
-        pub.stop(timeout=1)
-        broker.stop()
+def test_web_display_marks_speakers_with_a_name_and_a_colour(browser, stack, artifacts):
+    broker, pub, base = stack
+    page = browser.new_page(viewport={"width": 1280, "height": 720})
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(f"{base}/display/?room=r1&lang=pt&rows=3&broker=ws://127.0.0.1:{broker.ws_port}")
+    pub.start()
+    page.wait_for_function("() => document.getElementById('banner').hidden")
+    pub.publish(spoken(1, CHAIR, "Bom dia."))
+    pub.publish(spoken(2, CHAIR, "Vamos começar."))
+    pub.publish(spoken(3, {"id": "S2", "name": "<b>Quénia</b>"}, "Obrigado."))
+    page.wait_for_function("() => window.captionDisplay.finals === 3")
+    page.wait_for_function(CAUGHT_UP)  # finals are revealed at reading speed
+    assert [r[0] for r in rows(page)] == ["Chair: Bom dia.", "Vamos começar.", "<b>Quénia</b>: Obrigado."]
+    labels = page.eval_on_selector_all(".row .speaker", "els => els.map(e => [e.textContent, "
+                                       "getComputedStyle(e).color])")
+    assert [t for t, _ in labels] == ["Chair: ", "<b>Quénia</b>: "]
+    assert labels[0][1] != labels[1][1]  # a colour per speaker
+    assert page.query_selector("#captions b") is None  # the name is text, never HTML
+    same = page.eval_on_selector_all(".row", "els => els.map(e => getComputedStyle(e).borderLeftColor)")
+    assert same[0] == same[1] != same[2]  # the chair's two lines share a colour
+    msg = partial(4, 1, text="e agora")
+    msg["speaker"] = CHAIR
+    pub.publish(msg)
+    page.wait_for_function("() => document.querySelector('.row.partial') !== null")
+    assert rows(page)[-1] == ["Chair: e agora", True]
+    page.screenshot(path=str(artifacts / "display-web-speakers.png"))
+    assert not errors
+    page.close()
 
 
-def test_web_display_rolls_speaker_turns_up_with_labels_counted_in_the_width(tmp_path, artifacts):
+def test_web_display_rolls_speaker_turns_up_with_labels_counted_in_the_width(browser, stack, artifacts):
     """Roll-up with history: each change of speaker starts a line with the name, the name counts in the line
     width, and the history rows keep the label and the speaker's colour."""
-    import threading
-
-    from playwright.sync_api import sync_playwright
-    from werkzeug.serving import make_server
-
-    from appliance.display import web
-    from test_bus_support import free_port
-    from test_display_web import ARGS, CAUGHT_UP, CHROMIUM, rows
-
-    broker = start_broker(tmp_path / "broker")
-    pub = Publisher(BrokerConfig(port=broker.port), room="r1", state_dir=tmp_path, max_backoff_s=1.0)
-    server = make_server("127.0.0.1", free_port(), web.make_app(), threaded=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-            page = browser.new_page(viewport={"width": 1280, "height": 720})
-            errors = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(f"http://127.0.0.1:{server.server_port}/display/?room=r1&lang=pt&rows=2&width=24&history=3"
-                      f"&broker=ws://127.0.0.1:{broker.ws_port}")
-            pub.start()
-            page.wait_for_function("() => document.getElementById('banner').hidden")
-            pub.publish(spoken(1, CHAIR, "Bom dia a todos e bem-vindos à reunião."))
-            pub.publish(spoken(2, S2, "Obrigado pela palavra."))
-            pub.publish(spoken(3, None, "Sem orador."))  # unknown speaker: no label, no colour
-            pub.publish(spoken(4, S2, "Continuo."))  # the same speaker as the last known one: no label
-            pub.publish(spoken(5, CHAIR, "Vamos ao primeiro ponto."))
-            page.wait_for_function("() => window.captionDisplay.finals === 5")
-            page.wait_for_function(CAUGHT_UP, timeout=30_000)
-            assert [r[0] for r in rows(page)] == ["Chair: Vamos ao primeiro", "ponto."]  # 7 + 17 = 24 characters
-            assert page.eval_on_selector_all(".row", "els => els.map(e => e.className)") == ["row sp1", "row sp1"]
-            hist = page.eval_on_selector_all("#history .hist", "els => els.map(e => [e.textContent, e.className])")
-            assert hist == [["S2: Obrigado pela", "hist age-3 sp2"], ["palavra.", "hist age-3 sp2"],
-                            ["Sem orador.", "hist age-2"], ["Continuo.", "hist age-1 sp2"]]
-            assert page.eval_on_selector_all("#history .speaker", "els => els.map(e => e.textContent)") == ["S2: "]
-            colours = page.eval_on_selector_all("#history .hist, .row", "els => els.map(e => "
-                                                "getComputedStyle(e).borderLeftColor)")
-            assert colours[0] == colours[1] == colours[3] != colours[4] == colours[5]  # one colour per speaker
-            pub.publish(spoken(6, {"id": "S5", "name": "Presidente da mesa"}, "Obrigado a todos."))
-            pub.publish(spoken(7, CHAIR, "Supercalifragilisticexpialidocious!"))
-            page.wait_for_function("() => window.captionDisplay.finals === 7")
-            page.wait_for_function(CAUGHT_UP, timeout=30_000)
-            lines = page.evaluate("window.captionDisplay.lines.map(l => (l.label ? l.label + ': ' : '') + l.text)")
-            assert lines[:2] == ["Chair: Bom dia a todos e", "bem-vindos à reunião."]
-            assert lines[-4:] == ["Presidente da mesa: ", "Obrigado a todos.",  # no word cut to fit after a name
-                                  "Chair: Supercalifragilis", "ticexpialidocious!"]  # longer than a line: cut
-            assert max(len(x) for x in lines) <= 24
-            page.screenshot(path=str(artifacts / "display-web-speakers-roll-up.png"))
-            assert not errors
-            browser.close()
-    finally:
-        server.shutdown()
-        pub.stop(timeout=1)
-        broker.stop()
+    broker, pub, base = stack
+    page = browser.new_page(viewport={"width": 1280, "height": 720})
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(f"{base}/display/?room=r1&lang=pt&rows=2&width=24&history=3&broker=ws://127.0.0.1:{broker.ws_port}")
+    pub.start()
+    page.wait_for_function("() => document.getElementById('banner').hidden")
+    pub.publish(spoken(1, CHAIR, "Bom dia a todos e bem-vindos à reunião."))
+    pub.publish(spoken(2, S2, "Obrigado pela palavra."))
+    pub.publish(spoken(3, None, "Sem orador."))  # unknown speaker: no label, no colour
+    pub.publish(spoken(4, S2, "Continuo."))  # the same speaker as the last known one: no label
+    pub.publish(spoken(5, CHAIR, "Vamos ao primeiro ponto."))
+    page.wait_for_function("() => window.captionDisplay.finals === 5")
+    page.wait_for_function(CAUGHT_UP, timeout=30_000)
+    assert [r[0] for r in rows(page)] == ["Chair: Vamos ao primeiro", "ponto."]  # 7 + 17 = 24 characters
+    assert page.eval_on_selector_all(".row", "els => els.map(e => e.className)") == ["row sp1", "row sp1"]
+    hist = page.eval_on_selector_all("#history .hist", "els => els.map(e => [e.textContent, e.className])")
+    assert hist == [["S2: Obrigado pela", "hist age-3 sp2"], ["palavra.", "hist age-3 sp2"],
+                    ["Sem orador.", "hist age-2"], ["Continuo.", "hist age-1 sp2"]]
+    assert page.eval_on_selector_all("#history .speaker", "els => els.map(e => e.textContent)") == ["S2: "]
+    colours = page.eval_on_selector_all("#history .hist, .row", "els => els.map(e => "
+                                        "getComputedStyle(e).borderLeftColor)")
+    assert colours[0] == colours[1] == colours[3] != colours[4] == colours[5]  # one colour per speaker
+    pub.publish(spoken(6, {"id": "S5", "name": "Presidente da mesa"}, "Obrigado a todos."))
+    pub.publish(spoken(7, CHAIR, "Supercalifragilisticexpialidocious!"))
+    page.wait_for_function("() => window.captionDisplay.finals === 7")
+    page.wait_for_function(CAUGHT_UP, timeout=30_000)
+    lines = page.evaluate("window.captionDisplay.lines.map(l => (l.label ? l.label + ': ' : '') + l.text)")
+    assert lines[:2] == ["Chair: Bom dia a todos e", "bem-vindos à reunião."]
+    assert lines[-4:] == ["Presidente da mesa: ", "Obrigado a todos.",  # no word cut to fit after a name
+                          "Chair: Supercalifragilis", "ticexpialidocious!"]  # longer than a line: cut
+    assert max(len(x) for x in lines) <= 24
+    page.screenshot(path=str(artifacts / "display-web-speakers-roll-up.png"))
+    assert not errors
+    page.close()
