@@ -83,9 +83,9 @@ CONTEXT_MAX_CHARS = 300  # previous text given to Whisper: about the last two se
 CONTEXT_RESET_SILENCE_S = 8.0  # a silence this long starts a new context (a new topic, a new speaker)
 FINAL_PAD_S: float | None = 2.0  # silence after the audio in the encoder input of finals (a longer window than the
 # model's 1 s: fewer wrong last words)
-PARTIAL_PAD_S: float | None = None  # ... of partials (None: the model's 1 s). FINAL_PAD_S here would make every
-# partial that covers all its utterance's speech usable as the final, but measured on the accuracy bench it costs more
-# than it saves: RTF 0.50 -> 0.66, partials skipped behind real time, final latency p50 0.55 -> 0.70 s
+PARTIAL_PAD_S: float | None = None  # ... of partials (None: the model's 1 s). Partials decoded with the final's
+# window, so that the last one could be the final, were measured on the accuracy bench and cost more than they save:
+# RTF 0.50 -> 0.66, partials skipped behind real time, final latency p50 0.55 -> 0.70 s
 SPEAKER_CHECK_S = 1.0  # speech after a held pause before the voices either side are compared (speaker turns on)
 LEFT_CONTEXT_MAX_S = 8.0  # left audio context: the previous final's audio, when it is at most this long ...
 LEFT_CONTEXT_GAP_S = 0.0  # ... and ended at most this long before the utterance. Off (0): measured with 2.0 on the
@@ -177,8 +177,7 @@ class _Utterance:
     last: object | None = None  # the last partial's transcription ...
     last_samples: int = 0  # ... and how many samples it covered
     speaker: dict | None = None  # {"id", "name"} once known
-    probed: bool = False  # ... and whether it was decoded as a final would be (the end-of-speech probe, or any
-    # partial when partials use the final's padding)
+    probed: bool = False  # ... and whether it was the end-of-speech probe (decoded as a final would be)
     gap_s: float = 0.0  # silence left out between the parts of an utterance held open across pauses
     resumes: _Held | None = None  # speech after a held pause, until its voice is compared with the held one's
     detected: tuple[int, str] | None = None  # (samples, language): the last whole-utterance language decision
@@ -516,16 +515,19 @@ class Pipeline:
             return self.partial_interval
         return max(self.partial_interval, int(PARTIAL_DUTY * self._last_partial_s * SR))
 
-    def _lock_language(self, utt: _Utterance, audio: np.ndarray, *, final: bool = False) -> str | None:
+    def _choose_language(self, audio: np.ndarray, pad_s: float | None, prior: dict[str, float]) -> lid.Choice:
+        """The most likely candidate for `audio` under `prior`, from the encoding a decode with `pad_s` shares."""
+        return lid.choose(self.asr.detect_language(audio, pad_seconds=pad_s), allowed=self.candidates, prior=prior)
+
+    def _lock_language(self, utt: _Utterance, audio: np.ndarray) -> str | None:
         """Detect the turn's language among the candidates, weighted by the prior (`language_prior`: the language
         of the utterance's speaker's last final when the speaker is known, else the previous turn's), and lock it
         once confident."""
         if utt.language is None:
             n = len(self.candidates)
             prior = self.language_prior(utt.speaker["id"] if utt.speaker else None)
-            choice = lid.choose(self.asr.detect_language(audio, pad_seconds=self.partial_pad_s), allowed=self.candidates,
-                                prior=prior)  # the partial's padding: the partial's decode reuses the encoding
-            if lid.should_lock(choice, utt.seconds, n, final=final):
+            choice = self._choose_language(audio, self.partial_pad_s, prior)  # shared with the partial's decode
+            if lid.should_lock(choice, utt.seconds, n):
                 utt.language = choice.language
                 utt.detected = (len(audio), choice.language)
                 log.info("utterance %s: language %s (p=%.2f among %d, %.1f s), locked for the turn", utt.id,
@@ -545,8 +547,7 @@ class Pipeline:
         # whole utterance clearly says another; with no partial lock, the turn's prior as for the lock
         prior = lid.sticky_prior(utt.language) if utt.language is not None else \
             self.language_prior(utt.speaker["id"] if utt.speaker else None)
-        choice = lid.choose(self.asr.detect_language(audio, pad_seconds=self.final_pad_s), allowed=self.candidates,
-                            prior=prior)
+        choice = self._choose_language(audio, self.final_pad_s, prior)  # shared with the final's decode
         utt.detected = (len(audio), choice.language)
         return choice.language
 
@@ -663,12 +664,11 @@ class Pipeline:
         lang = self._lock_language(utt, audio)
         if lang is None:
             return  # no partials until the language is known: a caption never changes language mid-sentence
-        final_like = probe or self.partial_pad_s == self.final_pad_s  # decoded as the final would be: it may become it
-        if final_like:  # the language so far, on all the audio so far: a clear change withdraws what was shown
+        if probe:  # decoded as the final would be: the language on all the audio so far, as the final will judge it
             lang = self._settle_language(utt, audio, None, wall)
         t0 = time.perf_counter()
-        result = self._decode(utt, audio, lang, 1, self.final_pad_s if final_like else self.partial_pad_s, left=final_like)
-        utt.probed = final_like
+        result = self._decode(utt, audio, lang, 1, self.final_pad_s if probe else self.partial_pad_s, left=probe)
+        utt.probed = probe
         asr_s = time.perf_counter() - t0
         self._last_partial_s = asr_s
         utt.last, utt.last_samples = result, len(audio)
