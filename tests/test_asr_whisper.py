@@ -244,3 +244,31 @@ def test_detection_and_transcription_of_the_same_audio_share_one_encoder_run(bas
     finally:
         base.encoder = real
     assert wer([ENGLISH[3]], [text]) <= 0.25, text
+
+
+def test_abort_stops_an_abortable_decode_and_nothing_else(base, speak):
+    """abort() from another thread stops the decode in progress inside abortable() (Aborted), and only there."""
+    import threading
+
+    from appliance.asr import Aborted
+
+    long_audio = np.tile(speak(ENGLISH[1]), 8)  # a 30 s window: about a second of work
+    assert base.abort() is False  # nothing abortable is running
+    started = threading.Event()
+
+    def abort_when_started():
+        started.wait(10)
+        while not base.abort():  # the block is entered before the first graph run
+            pass
+
+    helper = threading.Thread(target=abort_when_started)
+    helper.start()
+    with pytest.raises(Aborted):
+        with base.abortable():
+            started.set()
+            base.transcribe(long_audio, language="en")
+    helper.join(10)
+    assert base.abort() is False  # the block is over: a later abort reaches nothing
+    assert normalise(base.transcribe(speak(ENGLISH[1]), language="en").text) == normalise(ENGLISH[1])
+    with base.abortable():  # a new block starts unaborted
+        assert normalise(base.transcribe(speak(ENGLISH[1]), language="en").text) == normalise(ENGLISH[1])

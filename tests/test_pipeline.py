@@ -166,3 +166,59 @@ def test_long_monologue_is_cut_into_finals_at_pauses(cfg, engines):
     assert len(en) >= len(audio) / 16000 / 6.0 - 1
     assert all(e.end - e.start <= 6.0 + 0.1 for e in en)
     assert wer(" ".join(EN[:6]), " ".join(e.text for e in en), "en") <= 0.25
+
+
+def test_a_partial_in_progress_is_aborted_when_speech_pauses(cfg, engines, monkeypatch):
+    """In real time the voice-activity stage runs ahead of the recognizer: when speech pauses while a partial is
+    being decoded, that partial is aborted so the end-of-speech probe (the final) starts at once. Here the first
+    partial's decode waits until the pause has been heard, so the abort is certain to find it running."""
+    import contextlib
+    import time
+
+    from appliance.bench.corpus import speak
+    from appliance.bench.sentences import EN
+
+    audio = np.concatenate([speak("en-us", EN[1]), np.zeros(16000, np.float32)])
+    asr = engines.asr
+    real_abortable, real_abort, real_transcribe = asr.abortable, asr.abort, asr.transcribe
+    inside, aborted, waited = threading.Event(), threading.Event(), []
+
+    @contextlib.contextmanager
+    def abortable():
+        with real_abortable():
+            inside.set()
+            try:
+                yield
+            finally:
+                inside.clear()
+
+    def abort():
+        hit = real_abort()
+        if hit:
+            aborted.set()
+        return hit
+
+    def transcribe(*args, **kwargs):
+        if inside.is_set() and not waited:  # the first partial: hold it until speech has paused
+            waited.append(aborted.wait(60))
+        return real_transcribe(*args, **kwargs)
+
+    monkeypatch.setattr(asr, "abortable", abortable)
+    monkeypatch.setattr(asr, "abort", abort)
+    monkeypatch.setattr(asr, "transcribe", transcribe)
+    events, lock = [], threading.Lock()
+
+    def sink(ev):
+        with lock:
+            events.append(ev)
+
+    pipeline = make_pipeline(cfg, engines, sink, realtime=True)
+    assert pipeline.abort_partials
+    pipeline.start()
+    for i in range(0, len(audio), 512):
+        pipeline.feed(audio[i:i + 512])
+        time.sleep(512 / 16000)
+    pipeline.stop()
+    assert waited == [True], "the voice-activity stage did not abort the partial in progress at the pause"
+    assert pipeline.stats.partials_aborted >= 1 and not pipeline.errors
+    assert wer(EN[1], finals(events, "en"), "en") <= 0.2, finals(events, "en")  # the final is whole all the same

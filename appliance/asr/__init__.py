@@ -1,5 +1,5 @@
 """Speech recognition: Whisper on onnxruntime (numpy + onnxruntime + tokenizers; never torch)."""
 
-from appliance.asr.whisper import Transcription, WhisperModel, smoke_test
+from appliance.asr.whisper import Aborted, Transcription, WhisperModel, smoke_test
 
-__all__ = ["WhisperModel", "Transcription", "smoke_test"]
+__all__ = ["Aborted", "WhisperModel", "Transcription", "smoke_test"]
