@@ -51,3 +51,15 @@ def test_bench_accuracy_quick_json(appliance_cmd, built_model, models_dir):
     assert 0 <= data["wer_streaming"] <= 1 and 0 <= data["wer_offline"] <= 1
     assert data["guard_checked"] == 70 and 0 <= data["guard_false_rejections"] <= data["guard_checked"]
     assert data["spoken"] == ["en", "es", "pt", "de", "fr", "it"]
+
+
+def test_wer_scores_english_as_whispers_normaliser_does():
+    """Numbers, spellings and contractions are formatting, not recognition: "eleven" and "11" agree in English
+    (Whisper's English normaliser); other languages keep the simple rule (number words up to ten)."""
+    from appliance.bench.pipeline_bench import wer
+
+    assert wer("We will take a short break at eleven.", "We will take a short break at 11.", "en") == 0.0
+    assert wer("It's the colour of the sky", "it is the color of the sky", "en") == 0.0
+    assert wer("We will take a short break at eleven.", "We will take a short brake at 11.", "en") == 1 / 8
+    assert wer("Uno dos tres", "uno 2 tres", "es") == 0.0
+    assert wer("once", "11", "es") == 1.0  # Spanish: only up to ten

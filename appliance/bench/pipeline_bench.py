@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import resource
 import statistics
@@ -36,12 +37,29 @@ def _digits(text: str, lang: str | None) -> str:
     return " ".join(table.get(w, w) for w in text.split())
 
 
+@functools.lru_cache(maxsize=1)
+def _english_normaliser():
+    from whisper_normalizer.english import EnglishTextNormalizer
+
+    return EnglishTextNormalizer()
+
+
+def scoring_text(text: str, lang: str | None) -> str:
+    """`text` as WER compares it. English: OpenAI Whisper's English text normaliser (the whisper-normalizer
+    package), as Whisper's paper and faster-whisper's benchmarks score: numbers as digits ("eleven" and "11"
+    agree), spellings and contractions standardised, punctuation and fillers dropped. Other languages: lower case
+    without punctuation, number words up to ten as digits."""
+    from appliance.guards import normalise
+
+    if lang == "en":
+        return " ".join(_english_normaliser()(text).split())
+    return _digits(normalise(text), lang)
+
+
 def wer(reference: str, hypothesis: str, lang: str | None = None) -> float:
     import jiwer
 
-    from appliance.guards import normalise
-
-    ref, hyp = _digits(normalise(reference), lang), _digits(normalise(hypothesis), lang)
+    ref, hyp = scoring_text(reference, lang), scoring_text(hypothesis, lang)
     if not ref:
         return 0.0 if not hyp else 1.0
     return float(jiwer.wer(ref, hyp or "<empty>"))
