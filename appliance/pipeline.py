@@ -51,6 +51,7 @@ CUT_SEARCH_S = 4.0  # when a segment reaches max length, cut at the quietest poi
 END_PROBE_S = 0.03  # silence after speech before the end-of-speech probe decodes (and a partial in progress aborts):
 # the first silent VAD window. Measured on the accuracy bench (English, real time): 0.1 s -> 0.03 s and the abort
 # took the final latency p50 from 0.54 to 0.41 s, the same WER
+HIDDEN_PROBE_S = 0.1  # ... when the probe's language is not the partials': silence before it decodes (not shown)
 SPEECH_QUEUE_CHUNKS = 64  # voice activity -> recognizer: chunks waiting (backpressure to the audio queue beyond)
 PARTIAL_DUTY = 2.0  # in real time, at least this many seconds of audio per second spent on one partial
 FALLBACK_BEAM = 4  # beam used when a greedy final fails Whisper's thresholds
@@ -182,6 +183,8 @@ class _Utterance:
     first_partial_done: bool = False
     last: object | None = None  # the last partial's transcription ...
     last_samples: int = 0  # ... and how many samples it covered
+    last_lang: str | None = None  # ... and its language
+    final_decoded: tuple | None = None  # ((samples, language), transcription) of the last _final_decode
     speaker: dict | None = None  # {"id", "name"} once known
     probed: bool = False  # ... and whether it was the end-of-speech probe (decoded as a final would be)
     gap_s: float = 0.0  # silence left out between the parts of an utterance held open across pauses
@@ -532,7 +535,7 @@ class Pipeline:
         if self.sentence_pause_s > 0 and len(utt.audio()) >= SR * 0.2:
             lang = self._settle_language(utt, utt.audio(), held.speech_samples, held.speech_end_wall)
             result = self._final_decode(utt, lang, held.speech_samples)
-            utt.last, utt.last_samples, utt.probed = result, len(utt.audio()), True  # the final reuses this decode
+            utt.last, utt.last_samples, utt.probed, utt.last_lang = result, len(utt.audio()), True, lang  # the final reuses this decode
             if not finished(result.text, self._audio_t - held.speech_end, self.sentence_pause_s):
                 log.debug("utterance %s held open at a pause: %r", utt.id, result.text)
                 self._held = held
@@ -636,7 +639,9 @@ class Pipeline:
             old = utt.id
             self._withdraw(utt, utt.language, speech_end_wall)
             utt.id = f"{self._id_prefix}-{next(self._ids)}"
-            utt.stable, utt.last, utt.last_samples, utt.probed = StablePrefix(), None, 0, False
+            utt.stable = StablePrefix()
+            if utt.last_lang != lang:  # (a probe may have decoded it in the new language already)
+                utt.last, utt.last_samples, utt.probed = None, 0, False
             self.stats.language_changes += 1
             log.info("utterance %s: the whole utterance is %s, not %s: partials withdrawn, final as %s", old, lang,
                      utt.language, utt.id)
@@ -662,15 +667,20 @@ class Pipeline:
             log.debug("context reset (%s)", reason)
         self._context, self._context_lang, self._left = [], None, None
 
-    def _prompt(self, utt: _Utterance, lang: str) -> str | None:
-        """The previous text to condition `utt`'s decodes on, after the reset rules."""
+    def _prompt(self, utt: _Utterance, lang: str, reset: bool = True) -> str | None:
+        """The previous text to condition `utt`'s decodes on, after the reset rules (`reset=False`: none in another
+        language, but the context is kept: the decode may not become a final in that language)."""
         if self._context_lang is not None and self._context_lang != lang:
+            if not reset:
+                return None
             self.reset_context(f"language {self._context_lang} -> {lang}")
         elif self._context and utt.start - self._context_end > CONTEXT_RESET_SILENCE_S:
             self.reset_context(f"{utt.start - self._context_end:.1f} s of silence")
         return (" ".join(self._context)[-self.context_max_chars:] or None) if self.context_max_chars > 0 else None
 
     def _remember(self, utt: _Utterance, lang: str, text: str, audio: np.ndarray) -> None:
+        if self._context_lang is not None and self._context_lang != lang:  # (a final whose decode kept the context)
+            self.reset_context(f"language {self._context_lang} -> {lang}")
         self._left = (audio, text) if len(audio) <= LEFT_CONTEXT_MAX_S * SR and text else None
         self._context.append(text)
         self._context_lang, self._context_end = lang, utt.end
@@ -687,11 +697,11 @@ class Pipeline:
         return ", ".join(terms) + "." if terms else ""
 
     def _decode(self, utt: _Utterance, audio: np.ndarray, lang: str, beam_size: int, pad_s: float | None,
-                left: bool = False):
+                left: bool = False, reset_context: bool = True):
         """Transcribe `utt`'s audio conditioned on the glossary's terms and the context, without the sentences
         Whisper copied from the context (a sentence that is only a term is kept: it may well have been said).
         `left`: with left audio context when there is one (see _decode_after_left)."""
-        context = self._prompt(utt, lang)
+        context = self._prompt(utt, lang, reset_context)
         if left and (result := self._decode_after_left(utt, audio, lang, beam_size, pad_s, context)) is not None:
             return result
         prompt = " ".join(x for x in (self._terms(lang), context) if x) or None
@@ -741,9 +751,15 @@ class Pipeline:
                 lang = self._lock_language(utt, audio)
                 if lang is None:
                     return  # no partials until the language is known: a caption never changes language mid-sentence
-                if probe and self._final_language(utt, audio) != lang:
+                if probe and (whole := self._final_language(utt, audio)) != lang:
                     # the whole audio so far says another language: changing it is the final's to do (a probe may
-                    # come at a dip inside speech); the final reuses this decision when no more speech comes
+                    # come at a dip inside speech), so this decode is not shown; the final reuses the decision and
+                    # the decode when no more speech comes. A decode nobody sees waits for a longer silence
+                    # (the decision is kept meanwhile: the audio has not grown)
+                    if self._trailing_silence_s < HIDDEN_PROBE_S:
+                        return
+                    result = self._decode(utt, audio, whole, 1, self.final_pad_s, left=True, reset_context=False)
+                    utt.last, utt.last_samples, utt.probed, utt.last_lang = result, len(audio), True, whole
                     return
                 t0 = time.perf_counter()
                 result = self._decode(utt, audio, lang, 1, self.final_pad_s if probe else self.partial_pad_s, left=probe)
@@ -753,7 +769,7 @@ class Pipeline:
         utt.probed = probe
         asr_s = time.perf_counter() - t0
         self._last_partial_s = asr_s
-        utt.last, utt.last_samples = result, len(audio)
+        utt.last, utt.last_samples, utt.last_lang = result, len(audio), lang
         if guards.asr_rejection(result.text, avg_logprob=result.avg_logprob, no_speech_prob=result.no_speech_prob,
                                 duration_s=utt.seconds):
             return
@@ -773,9 +789,12 @@ class Pipeline:
         """The final's transcription: the end-of-speech probe's when it covered every spoken sample, else a decode
         (with Whisper's fallback to a beam when the result is repetitive or unlikely)."""
         audio = utt.audio()
+        if utt.final_decoded is not None and utt.final_decoded[0] == (len(audio), lang):
+            return utt.final_decoded[1]  # decoded so at a pause already (with the fallback): the same audio
         last = utt.last
         if (self.beam_size == 1 and last is not None and speech_samples is not None
-                and utt.last_samples >= speech_samples and utt.probed and not _needs_fallback(last)
+                and utt.last_samples >= speech_samples and utt.probed and utt.last_lang == lang
+                and not _needs_fallback(last)
                 and not guards.asr_rejection(last.text, avg_logprob=last.avg_logprob,
                                              no_speech_prob=last.no_speech_prob, duration_s=utt.seconds)):
             return last  # a doubtful probe is not reused: the whole audio is decoded again (with the fallback)
@@ -787,6 +806,7 @@ class Pipeline:
                      FALLBACK_BEAM, result.avg_logprob, retry.avg_logprob, result.compression_ratio, retry.compression_ratio)
             if retry.avg_logprob >= result.avg_logprob or retry.compression_ratio < result.compression_ratio:
                 result = retry
+        utt.final_decoded = ((len(audio), lang), result)
         return result
 
     def _finalise(self, utt: _Utterance, speech_end_wall: float, speech_samples: int | None = None) -> None:

@@ -3,6 +3,8 @@ translation guard. Audio comes from espeak-ng and pytest-audioeval's recordings 
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 
 from appliance.audio import load_audio
@@ -84,9 +86,15 @@ def test_without_holding_the_pause_splits_the_sentence(cfg, engines):
 
 
 def test_a_long_pause_ends_the_utterance(cfg, engines):
+    from dataclasses import replace
+
     audio, _ = paused_sentence(cfg.asr.sentence_pause_s + 1.0)
-    events, _ = run(with_spoken(cfg, ["en", "pt"]), engines, audio, partials=True)
+    spy = PromptSpy(engines.asr)
+    events, _ = run(with_spoken(cfg, ["en", "pt"]), replace(engines, asr=spy), audio, partials=True)
     assert len([e for e in events if e.final and e.lang == "en" and e.text]) == 2
+    # the utterance held open at the pause is final with the decode made at the pause: no audio decoded twice alike
+    decodes = list(zip(spy.digests, spy.beams))
+    assert len(set(decodes)) == len(decodes), decodes
 
 
 # ---- context across segments ------------------------------------------------------------------------------------
@@ -96,12 +104,18 @@ class PromptSpy:
     def __init__(self, model):
         self.model = model
         self.calls: list[tuple[str, str | None]] = []
+        self.lengths: list[int] = []
+        self.beams: list[int] = []
+        self.digests: list[str] = []
 
     def __getattr__(self, name):
         return getattr(self.model, name)
 
     def transcribe(self, audio, language=None, task="transcribe", **kw):
         self.calls.append((language, kw.get("prompt")))
+        self.lengths.append(len(audio))
+        self.beams.append(kw.get("beam_size", 1))
+        self.digests.append(hashlib.sha1(np.ascontiguousarray(audio).tobytes()).hexdigest())
         return self.model.transcribe(audio, language=language, task=task, **kw)
 
 
@@ -183,7 +197,10 @@ def test_the_final_decides_the_language_and_withdraws_partials_in_another(cfg, e
                             _trim(speak("en-us", "Okay,")),
                             _trim(speak("es", "Buenas tardes, vamos a empezar la reunión con el informe del tesorero.")),
                             np.zeros(SR // 2, np.float32)])
-    events, pipeline = run(with_spoken(cfg, ["en", "es"]), engines, audio, partials=True)
+    from dataclasses import replace
+
+    spy = PromptSpy(engines.asr)
+    events, pipeline = run(with_spoken(cfg, ["en", "es"]), replace(engines, asr=spy), audio, partials=True)
     finals = [e for e in events if e.final and e.lang == e.source_lang and e.text]
     assert [e.source_lang for e in finals] == ["en", "es"], [(e.lang, e.text) for e in finals]
     spanish = finals[1]
@@ -194,6 +211,11 @@ def test_the_final_decides_the_language_and_withdraws_partials_in_another(cfg, e
     assert {e.id for e in en_partials} <= withdrawn  # no English display keeps the provisional caption
     assert spanish.id not in withdrawn
     assert pipeline.stats.language_changes == 1
+    # the end-of-speech probe found the change: it decoded in Spanish without showing it, and the final reused that
+    # decode (no Spanish audio decoded twice: nothing decoded after the VAD's hangover)
+    spanish_decodes = [d for (language, _), d in zip(spy.calls, spy.digests) if language == "es"]
+    assert spanish_decodes and len(set(spanish_decodes)) == len(spanish_decodes), spanish_decodes
+    assert pipeline.stats.finals_from_probe >= 1  # (the English final needs Whisper's beam fallback: decoded again)
 
 
 # ---- the prompt never costs words ----------------------------------------------------------------------------------

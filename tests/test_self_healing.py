@@ -155,3 +155,25 @@ def test_fault_spec_is_checked():
     for bad in ("decoder", "recognizer@x", "recognizer@0"):
         with pytest.raises(ValueError, match="APPLIANCE_FAULTS"):
             faults.parse(bad)
+
+
+def test_the_voice_activity_stage_restarts_after_an_exception(cfg, speech, built_model, models_dir):
+    """The voice-activity stage (the real VAD) raises once: it restarts in place, and the captions still come."""
+    engines = fresh_engines(cfg, built_model, models_dir)
+    sink = Sink()
+    pipeline = make_pipeline(cfg, engines, sink, realtime=False)
+    real_process, calls = pipeline.segmenter.process, []
+
+    def process(samples):
+        calls.append(len(samples))
+        if len(calls) == 3:
+            raise faults.InjectedFault("injected voice-activity fault")
+        return real_process(samples)
+
+    pipeline.segmenter.process = process
+    run_audio(pipeline, np.concatenate([np.zeros(16000, np.float32), speech]), realtime=False)
+    en = " ".join(e.text for e in sink.finals("en")).lower()
+    assert "everyone" in en and "budget" in en, en
+    assert pipeline.stats.restarts == 1 and pipeline.dead_stages() == []
+    assert any("voice-activity: injected" in e for e in pipeline.errors)
+    assert pipeline.failing == {}
