@@ -33,9 +33,9 @@ import numpy as np
 
 from appliance import guards
 from appliance.asr import language as lid
-from appliance.asr.whisper import Aborted
 from appliance.asr.endpoint import finished
 from appliance.asr.stable import StablePrefix
+from appliance.asr.whisper import Aborted
 from appliance.captions import layout
 from appliance.events import CaptionEvent
 from appliance.routes import Route, find_route

@@ -250,7 +250,7 @@ class Status:
     def counters(self) -> dict:
         stats = getattr(self.pipeline, "stats", None)
         out = {name: int(getattr(stats, name, 0) or 0) for name in
-               ("partials", "partials_skipped", "finals", "rejected", "mt_rejected", "audio_dropped_chunks",
+               ("partials", "partials_skipped", "partials_aborted", "finals", "rejected", "mt_rejected", "audio_dropped_chunks",
                 "mt_withheld", "mt_reranked", "restarts", "language_changes", "prompt_echoes")}
         out["behind"] = bool(getattr(stats, "behind", False))
         out["audio_s"] = float(getattr(stats, "audio_s", 0.0) or 0.0)

@@ -112,6 +112,8 @@ def test_summary_and_messages():
     assert [(m["level"], m["text"], m["count"]) for m in msgs] == [
         ("warning", "captions in 'de' are off", 2), ("error", "capture: device lost", 1)]
     assert s.snapshot()["microphone"]["detail"] == "USB mic"
+    s.pipeline.stats.partials_aborted = 3
+    assert s.counters()["partials_aborted"] == 3
 
 
 def test_concurrent_writers_lose_nothing():

@@ -49,6 +49,8 @@ def render(snapshot: dict) -> str:
     o.family("appliance_behind", "gauge", "1 while recognition is behind real time (partials skipped).", [({}, p["behind"])])
     for key, help_text in (("partials", "Partial captions recognised."), ("finals", "Final captions recognised."),
                            ("partials_skipped", "Partial captions skipped to keep up."),
+                           ("partials_aborted", "Partial decodes aborted when speech paused (the end-of-speech "
+                                                "decode, which becomes the final, went first)."),
                            ("rejected", "Recognitions rejected by the hallucination guards."),
                            ("mt_rejected", "Translations rejected by the guards."),
                            ("mt_withheld", "Final translations withheld (no candidate agreed with the source; "
