@@ -346,7 +346,7 @@ def _add_bench(sub) -> None:
                         "speakers: speaker turns on multi-speaker meetings; faults: the daemon through each fault "
                         "(minutes) ('accuracy', 'speakers', 'faults', 'archive' and 'glossary' are not part of 'all')")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--levers", action="store_true", help="accuracy: WER of each accuracy lever on its own")
+    p.add_argument("--levers", action="store_true", help="accuracy: WER of each accuracy lever on its own (3 seeds)")
     p.add_argument("--quick", action="store_true", help="a few clips only (smoke run)")
     p.add_argument("--model", default=None, help="speech model (default whisper-base)")
     p.add_argument("--config", default=None, help="config file for the pipeline part")

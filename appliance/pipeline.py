@@ -94,8 +94,9 @@ PARTIAL_PAD_S: float | None = None  # ... of partials (None: the model's 1 s). P
 # RTF 0.50 -> 0.66, partials skipped behind real time, final latency p50 0.55 -> 0.70 s
 SPEAKER_CHECK_S = 1.0  # speech after a held pause before the voices either side are compared (speaker turns on)
 LEFT_CONTEXT_MAX_S = 8.0  # left audio context: the previous final's audio, when it is at most this long ...
-LEFT_CONTEXT_GAP_S = 0.0  # ... and ended at most this long before the utterance. Off (0): measured with 2.0 on the
-# accuracy bench's English part it fixed some utterance starts and broke as many (WER 11.9 % -> 12.7 %)
+LEFT_CONTEXT_GAP_S = 0.0  # ... and ended at most this long before the utterance (asr.left_context_s). Off by
+# default: measured with 2.0 on three pause layouts of the accuracy bench's English part in real time, WER 12.2 % ->
+# 9.0 % (better on two, worse on one) for final latency p50 +0.15-0.22 s (docs/accuracy.md)
 LEFT_CONTEXT_SILENCE_S = 0.3  # the pause put between them (the VAD keeps no audio of the real one)
 TERMS_PROMPT_MAX_CHARS = 150  # glossary terms of the language put before the previous text in the prompt (whole terms)
 
@@ -251,7 +252,7 @@ class Pipeline:
                  source_lang: str = "auto", targets: Iterable[str] = (), beam_size: int = 1, mt_beam_size: int = 1,
                  partial_interval_s: float = 0.5, max_segment_s: float = 15.0, partials: bool = True,
                  skip_when_behind: bool = True, speakers=None, spoken: Iterable[str] = (),
-                 sentence_pause_s: float = 0.0, mt_guard: bool = True,
+                 sentence_pause_s: float = 0.0, left_context_s: float = LEFT_CONTEXT_GAP_S, mt_guard: bool = True,
                  prompt_terms: Callable[[str], list[str]] | None = None):
         self.asr = asr
         self.segmenter = segmenter
@@ -272,7 +273,7 @@ class Pipeline:
         self._context: list[str] = []  # finalised texts of the current context (see CONTEXT_*)
         self._context_lang: str | None = None
         self._context_end = 0.0  # audio time where the context's last final ended
-        self.left_context_gap_s = LEFT_CONTEXT_GAP_S  # 0: no left audio context
+        self.left_context_gap_s = left_context_s  # 0: no left audio context
         self._left: tuple[np.ndarray, str] | None = None  # the context's last final: (its audio, its text)
         self.targets = list(targets)
         self.beam_size = beam_size

@@ -29,7 +29,8 @@ def make_pipeline(cfg: Config, engines: Engines, sink: Callable[[CaptionEvent], 
                     beam_size=cfg.asr.beam_size, mt_beam_size=cfg.translation.beam_size,
                     partial_interval_s=cfg.asr.partial_interval_s, max_segment_s=cfg.asr.max_segment_s,
                     partials=partials, skip_when_behind=realtime, speakers=speakers, spoken=cfg.languages.spoken,
-                    sentence_pause_s=cfg.asr.sentence_pause_s, mt_guard=cfg.translation.roundtrip_guard,
+                    sentence_pause_s=cfg.asr.sentence_pause_s, left_context_s=cfg.asr.left_context_s,
+                    mt_guard=cfg.translation.roundtrip_guard,
                     prompt_terms=lambda lang: prompt_terms(lang, glossary.current()))  # and prompted to Whisper
 
 

@@ -107,6 +107,7 @@ class PromptSpy:
         self.lengths: list[int] = []
         self.beams: list[int] = []
         self.digests: list[str] = []
+        self.prefixes: list[str | None] = []
 
     def __getattr__(self, name):
         return getattr(self.model, name)
@@ -116,6 +117,7 @@ class PromptSpy:
         self.lengths.append(len(audio))
         self.beams.append(kw.get("beam_size", 1))
         self.digests.append(hashlib.sha1(np.ascontiguousarray(audio).tobytes()).hexdigest())
+        self.prefixes.append(kw.get("prefix"))
         return self.model.transcribe(audio, language=language, task=task, **kw)
 
 
@@ -230,3 +232,23 @@ def test_words_after_a_finished_sentence_are_not_lost_to_the_prompt(cfg, engines
                                            key=lambda e: e.start))
     assert "european union" in text.lower(), text
     assert text.lower().count("funded") == 1, text
+
+
+def test_left_audio_context_is_a_room_setting(cfg, engines):
+    """asr.left_context_s: the second sentence's final is decoded after the first one's audio, its text forced as the
+    start of Whisper's output; the caption is only the new words. Off (the default): never."""
+    from dataclasses import replace
+
+    first, second = "Good morning everyone.", "The budget for next year is ready for the vote."
+    audio = np.concatenate([_trim(speak("en-us", first)), np.zeros(int(0.6 * SR), np.float32),
+                            _trim(speak("en-us", second)), np.zeros(SR // 2, np.float32)])
+    c = with_spoken(cfg, ["en", "pt"])
+    c.asr.left_context_s = 2.0
+    spy = PromptSpy(engines.asr)
+    events, _ = run(c, replace(engines, asr=spy), audio, partials=True)
+    finals = [e.text for e in events if e.final and e.lang == "en" and e.text]
+    assert len(finals) == 2 and wer(second, finals[1], "en") <= 0.2, finals
+    assert finals[0].strip() in [p.strip() for p in spy.prefixes if p], (finals, spy.prefixes)
+    spy = PromptSpy(engines.asr)
+    run(with_spoken(cfg, ["en", "pt"]), replace(engines, asr=spy), audio, partials=True)
+    assert not any(spy.prefixes)
