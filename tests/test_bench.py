@@ -61,5 +61,7 @@ def test_wer_scores_english_as_whispers_normaliser_does():
     assert wer("We will take a short break at eleven.", "We will take a short break at 11.", "en") == 0.0
     assert wer("It's the colour of the sky", "it is the color of the sky", "en") == 0.0
     assert wer("We will take a short break at eleven.", "We will take a short brake at 11.", "en") == 1 / 8
+    assert wer("one two three four five six seven eight nine ten", "1, 2, 3, 4, 5, 6, 7, 8, 9, 10.", "en") == 0.0
+    assert wer("one two three four", "1, 2, 3, 5.", "en") == 1 / 4  # counting compares word by word
     assert wer("Uno dos tres", "uno 2 tres", "es") == 0.0
     assert wer("once", "11", "es") == 1.0  # Spanish: only up to ten

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 import resource
 import statistics
 import threading
@@ -47,13 +48,21 @@ def _english_normaliser():
 def scoring_text(text: str, lang: str | None) -> str:
     """`text` as WER compares it. English: OpenAI Whisper's English text normaliser (the whisper-normalizer
     package), as Whisper's paper and faster-whisper's benchmarks score: numbers as digits ("eleven" and "11"
-    agree), spellings and contractions standardised, punctuation and fillers dropped. Other languages: lower case
-    without punctuation, number words up to ten as digits."""
+    agree), spellings and contractions standardised, punctuation and fillers dropped; number words up to ten are
+    digits before and after it, so counting ("one two three" / "1, 2, 3") compares word by word. Other languages:
+    lower case without punctuation, number words up to ten as digits."""
     from appliance.guards import normalise
 
-    if lang == "en":
-        return " ".join(_english_normaliser()(text).split())
+    if lang == "en":  # digits before and after: the normaliser joins a run of number words into one number
+        # ("one two three" -> "123") and writes a lone 1 as "one"
+        return _digits(" ".join(_english_normaliser()(_digit_words(text, lang)).split()), lang)
     return _digits(normalise(text), lang)
+
+
+def _digit_words(text: str, lang: str | None) -> str:
+    """`text` with its number words up to ten as digits, punctuation kept."""
+    table = {w: str(i) for i, w in enumerate(NUMBER_WORDS.get(lang or "", "").split())}
+    return re.sub(r"[^\W\d_]+", lambda m: table.get(m.group(0).lower(), m.group(0)), text)
 
 
 def wer(reference: str, hypothesis: str, lang: str | None = None) -> float:
