@@ -818,8 +818,6 @@ class Pipeline:
         lang = self._settle_language(utt, audio, speech_samples, speech_end_wall)
         t0 = time.perf_counter()
         result = self._final_decode(utt, lang, speech_samples)
-        if result is utt.last:
-            self.stats.finals_from_probe += 1
         reason = guards.asr_rejection(result.text, avg_logprob=result.avg_logprob, no_speech_prob=result.no_speech_prob,
                                       duration_s=utt.seconds)
         if reason:
@@ -830,6 +828,8 @@ class Pipeline:
             self._finalising = None
             return
         asr_s = time.perf_counter() - t0
+        if result is utt.last:
+            self.stats.finals_from_probe += 1  # (a rejected final is not a final: not counted)
         self._last_lang = lang
         end = utt.end
         text = result.text.strip()  # the whole utterance's decode: it may correct words partials showed as stable
