@@ -95,14 +95,21 @@ def test_terminal_display_prints_the_speaker_at_each_change(tmp_path, appliance_
     assert out.splitlines() == ["Chair: Bom dia.", "Começamos.", "S2: Obrigado.", "Del [2Jegada: Sim."]
 
 
-def test_web_display_marks_speakers_with_a_name_and_a_colour(browser, stack, artifacts):
+def _online_display(browser, stack, options: str):
+    """The Portuguese web display of room r1 with `options`, connected and the room online:
+    -> (page, page errors, publisher)."""
     broker, pub, base = stack
     page = browser.new_page(viewport={"width": 1280, "height": 720})
     errors = []
     page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(f"{base}/display/?room=r1&lang=pt&rows=3&broker=ws://127.0.0.1:{broker.ws_port}")
+    page.goto(f"{base}/display/?room=r1&lang=pt&{options}&broker=ws://127.0.0.1:{broker.ws_port}")
     pub.start()
     page.wait_for_function("() => document.getElementById('banner').hidden")
+    return page, errors, pub
+
+
+def test_web_display_marks_speakers_with_a_name_and_a_colour(browser, stack, artifacts):
+    page, errors, pub = _online_display(browser, stack, "rows=3")
     pub.publish(spoken(1, CHAIR, "Bom dia."))
     pub.publish(spoken(2, CHAIR, "Vamos começar."))
     pub.publish(spoken(3, {"id": "S2", "name": "<b>Quénia</b>"}, "Obrigado."))
@@ -129,13 +136,7 @@ def test_web_display_marks_speakers_with_a_name_and_a_colour(browser, stack, art
 def test_web_display_rolls_speaker_turns_up_with_labels_counted_in_the_width(browser, stack, artifacts):
     """Roll-up with history: each change of speaker starts a line with the name, the name counts in the line
     width, and the history rows keep the label and the speaker's colour."""
-    broker, pub, base = stack
-    page = browser.new_page(viewport={"width": 1280, "height": 720})
-    errors = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(f"{base}/display/?room=r1&lang=pt&rows=2&width=24&history=3&broker=ws://127.0.0.1:{broker.ws_port}")
-    pub.start()
-    page.wait_for_function("() => document.getElementById('banner').hidden")
+    page, errors, pub = _online_display(browser, stack, "rows=2&width=24&history=3")
     pub.publish(spoken(1, CHAIR, "Bom dia a todos e bem-vindos à reunião."))
     pub.publish(spoken(2, S2, "Obrigado pela palavra."))
     pub.publish(spoken(3, None, "Sem orador."))  # unknown speaker: no label, no colour

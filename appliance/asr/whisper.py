@@ -178,11 +178,9 @@ class WhisperModel:
             if options.terminate and not isinstance(exc, Aborted):
                 raise Aborted("decode aborted") from exc
             raise
-        finally:
+        finally:  # (an abort after the block's last graph run changes nothing: its result stands)
             with self._abort_lock:
                 self._run_options = None
-        if options.terminate:  # aborted after its last graph run: the result stands, nothing to undo
-            log.debug("abort came after the decode finished")
 
     def abort(self) -> bool:
         """Stop the abortable block in progress, if any (thread-safe); True when there was one."""

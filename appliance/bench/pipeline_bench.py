@@ -33,8 +33,12 @@ NUMBER_WORDS = {
 }
 
 
+def _number_table(lang: str | None) -> dict[str, str]:
+    return {w: str(i) for i, w in enumerate(NUMBER_WORDS.get(lang or "", "").split())}
+
+
 def _digits(text: str, lang: str | None) -> str:
-    table = {w: str(i) for i, w in enumerate(NUMBER_WORDS.get(lang or "", "").split())}
+    table = _number_table(lang)
     return " ".join(table.get(w, w) for w in text.split())
 
 
@@ -61,7 +65,7 @@ def scoring_text(text: str, lang: str | None) -> str:
 
 def _digit_words(text: str, lang: str | None) -> str:
     """`text` with its number words up to ten as digits, punctuation kept."""
-    table = {w: str(i) for i, w in enumerate(NUMBER_WORDS.get(lang or "", "").split())}
+    table = _number_table(lang)
     return re.sub(r"[^\W\d_]+", lambda m: table.get(m.group(0).lower(), m.group(0)), text)
 
 
