@@ -234,21 +234,26 @@ def test_words_after_a_finished_sentence_are_not_lost_to_the_prompt(cfg, engines
     assert text.lower().count("funded") == 1, text
 
 
-def test_left_audio_context_is_a_room_setting(cfg, engines):
-    """asr.left_context_s: the second sentence's final is decoded after the first one's audio, its text forced as the
-    start of Whisper's output; the caption is only the new words. Off (the default): never."""
+def test_left_audio_context_for_a_short_continuation(cfg, engines):
+    """asr.left_context_s (on by default): a short utterance right after a final is decoded after that final's
+    audio, its text forced as the start of Whisper's output; the caption is only the new words. A longer utterance
+    carries its own context and is decoded alone; with the setting at 0, none is."""
     from dataclasses import replace
 
-    first, second = "Good morning everyone.", "The budget for next year is ready for the vote."
+    first, short, long = ("Can you repeat the question, please?", "See you tomorrow.",
+                          "The budget for next year is ready for the vote.")
     audio = np.concatenate([_trim(speak("en-us", first)), np.zeros(int(0.6 * SR), np.float32),
-                            _trim(speak("en-us", second)), np.zeros(SR // 2, np.float32)])
+                            _trim(speak("en-us", short)), np.zeros(int(1.5 * SR), np.float32),
+                            _trim(speak("en-us", long)), np.zeros(SR // 2, np.float32)])
     c = with_spoken(cfg, ["en", "pt"])
-    c.asr.left_context_s = 2.0
+    assert c.asr.left_context_s > 0
     spy = PromptSpy(engines.asr)
     events, _ = run(c, replace(engines, asr=spy), audio, partials=True)
     finals = [e.text for e in events if e.final and e.lang == "en" and e.text]
-    assert len(finals) == 2 and wer(second, finals[1], "en") <= 0.2, finals
-    assert finals[0].strip() in [p.strip() for p in spy.prefixes if p], (finals, spy.prefixes)
+    assert len(finals) == 3 and wer(short, finals[1], "en") == 0 and wer(long, finals[2], "en") <= 0.2, finals
+    # the short one was decoded after the first final; the long one never after the short one
+    assert {p.strip() for p in spy.prefixes if p} == {finals[0].strip()}, (finals, spy.prefixes)
+    c.asr.left_context_s = 0
     spy = PromptSpy(engines.asr)
-    run(with_spoken(cfg, ["en", "pt"]), replace(engines, asr=spy), audio, partials=True)
+    run(c, replace(engines, asr=spy), audio, partials=True)
     assert not any(spy.prefixes)
