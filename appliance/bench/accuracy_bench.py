@@ -4,8 +4,9 @@ conditioned on the previous text, as faster-whisper does) and by ctranslate2 whe
 
 Two parts, built fresh from espeak-ng voices and pytest-audioeval's recordings (the bench corpus):
 - english: the parallel English sentences (appliance/bench/sentences.py) in five espeak-ng voices and the English
-  recordings; every other sentence is split at a word with a 0.3-1.0 s pause inside it. Streaming vs offline WER,
-  chrF of the Portuguese captions against the reference translations.
+  recordings; every other sentence is split at a word with a 0.3-1.0 s pause inside it. Built in three pause layouts
+  (ENGLISH_SEEDS: the same sentences and voices, other pauses; `--quick`: the start of the first). Streaming vs
+  offline WER over all of them (and per layout), chrF of the Portuguese captions against the reference translations.
 - mixed: English, Spanish, German and Portuguese espeak-ng sentences and the Spanish, Portuguese, French and Italian
   recordings, interleaved. Language-ID accuracy and sentences lost (no final in the right language).
 Pauses between sentences: 0.3-1.5 s (seeded, the same audio every run).
@@ -29,6 +30,8 @@ log = logging.getLogger(__name__)
 
 SR = 16000
 SEED = 8
+ENGLISH_SEEDS = (SEED, 1, 2)  # the English part is streamed in three pause layouts (the same sentences and voices):
+# one layout's WER swings by points (one utterance held open or cut at a pause more or less changes several words)
 ENGLISH_SENTENCES = 14  # of sentences.py: about a minute of speech
 VOICES = ("en-us", "en-gb", "en-gb-scotland+f3", "en-029", "en-gb-x-rp+f2")
 PAUSE_BETWEEN_S = (0.3, 1.5)
@@ -247,47 +250,61 @@ def run(cfg, models, *, quick: bool = False, progress=lambda m: None) -> dict:
 
     rng = np.random.default_rng(SEED)
     progress("accuracy bench: building the long-form audio")
-    en_audio, en_refs = build_english(rng)
+    en_parts = [build_english(rng)]
     mixed_audio, mixed_refs = build_mixed(rng)
     if quick:
+        en_audio, en_refs = en_parts[0]
         keep = int(en_refs[4].end * SR) if len(en_refs) > 4 else len(en_audio)
-        en_audio, en_refs = en_audio[:keep + SR // 2], en_refs[:5]
+        en_parts = [(en_audio[:keep + SR // 2], en_refs[:5])]
+    else:
+        en_parts += [build_english(np.random.default_rng(seed)) for seed in ENGLISH_SEEDS[1:]]
     engines = load_engines(cfg, models)
-    progress(f"accuracy bench: streaming {len(en_audio) / SR:.0f} s of English (real time)")
-    en_events, en_stats = stream(cfg, engines, en_audio)
-    mixed_events, mixed_stats = en_events, None
+    en_runs = []
+    for i, (en_audio, _) in enumerate(en_parts):
+        progress(f"accuracy bench: streaming {len(en_audio) / SR:.0f} s of English, pause layout {i + 1} of "
+                 f"{len(en_parts)} (real time)")
+        en_runs.append(stream(cfg, engines, en_audio))
+    mixed_events, mixed_stats = en_runs[0][0], None
     if not quick:
         progress(f"accuracy bench: streaming {len(mixed_audio) / SR:.0f} s in several languages (real time)")
         mixed_events, mixed_stats = stream(cfg, engines, mixed_audio)
     progress("accuracy bench: offline transcripts")
-    en_ref_text = " ".join(r.text for r in en_refs)
+    en_ref_texts = [" ".join(r.text for r in refs) for _, refs in en_parts]
+    streamed = [joined(events, "en") for events, _ in en_runs]
     t0 = time.perf_counter()
-    offline = offline_text(engines.asr, en_audio, "en")
+    offline = [offline_text(engines.asr, audio, "en") for audio, _ in en_parts]
     offline_s = time.perf_counter() - t0
-    ct2 = ctranslate2_text(cfg.asr.model, en_audio, engines.asr.n_mels, engines.asr.tokenizer)
-    wer_streaming = wer(en_ref_text, joined(en_events, "en"), "en")
-    wer_offline = wer(en_ref_text, offline, "en")
-    langs = sentence_languages(mixed_events, mixed_refs) if mixed_stats else sentence_languages(en_events, en_refs)
+    ct2 = [ctranslate2_text(cfg.asr.model, audio, engines.asr.n_mels, engines.asr.tokenizer) for audio, _ in en_parts]
+    en_ref_text = " ".join(en_ref_texts)
+    en_seconds = sum(len(audio) for audio, _ in en_parts) / SR
+    wer_streaming = wer(en_ref_text, " ".join(streamed), "en")
+    wer_offline = wer(en_ref_text, " ".join(offline), "en")
+    en_refs = en_parts[0][1]
+    langs = sentence_languages(mixed_events, mixed_refs) if mixed_stats else sentence_languages(mixed_events, en_refs)
     refs = mixed_refs if mixed_stats else en_refs
     lid_ok = [r.lang in got and len(got) == 1 for r, got in zip(refs, langs)]
     lost = [r for r, got in zip(refs, langs) if r.lang not in got]
-    all_stats = [s for s in (en_stats, mixed_stats) if s is not None]
+    all_stats = [stats for _, stats in en_runs] + ([mixed_stats] if mixed_stats is not None else [])
     gather = lambda attr: [v for s in all_stats for v in getattr(s, attr)]  # noqa: E731
     guard = guard_false_rejections(engines.translators)
-    pt_refs = " ".join(r.pt for r in en_refs if r.pt)
+    pt_refs = " ".join(r.pt for _, refs in en_parts for r in refs if r.pt)
     result = {
         "model": cfg.asr.model,
         "spoken": cfg.languages.spoken,
-        "english_audio_s": _r(len(en_audio) / SR, 1),
+        "english_audio_s": _r(en_seconds, 1),
+        "english_layouts": len(en_parts),
         "mixed_audio_s": _r(len(mixed_audio) / SR, 1) if mixed_stats else 0.0,
         "wer_streaming": _r(wer_streaming),
         "wer_offline": _r(wer_offline),
         "wer_gap": _r(wer_streaming - wer_offline),
-        "wer_ctranslate2": _r(wer(en_ref_text, ct2, "en")) if ct2 is not None else None,
+        "wer_streaming_by_layout": " ".join(f"{wer(r, h, 'en'):.3f}" for r, h in zip(en_ref_texts, streamed)),
+        "wer_offline_by_layout": " ".join(f"{wer(r, h, 'en'):.3f}" for r, h in zip(en_ref_texts, offline)),
+        "wer_ctranslate2": (_r(wer(en_ref_text, " ".join(ct2), "en"))  # type: ignore[arg-type]
+                            if all(t is not None for t in ct2) else None),
         "lid_accuracy": _r(sum(lid_ok) / len(lid_ok)) if lid_ok else None,
         "sentences": len(refs),
         "sentences_lost": len(lost),
-        "chrf": _r(_chrf(joined(en_events, "pt"), pt_refs), 1),
+        "chrf": _r(_chrf(" ".join(joined(events, "pt") for events, _ in en_runs), pt_refs), 1),
         "translations_withheld": sum(s.mt_withheld for s in all_stats),
         "translations_reranked": sum(s.mt_reranked for s in all_stats),
         "guard_false_rejections": guard["rejected"],
@@ -298,7 +315,7 @@ def run(cfg, models, *, quick: bool = False, progress=lambda m: None) -> dict:
         "translated_final_extra_p50_s": _r(pct(gather("translated_extra_s"), 50)),
         "rtf": _r(sum(s.busy_s for s in all_stats) / max(1e-9, sum(s.audio_s for s in all_stats))),
         "pauses_held": sum(s.pauses_held for s in all_stats),
-        "offline_rtf": _r(offline_s / (len(en_audio) / SR)),
+        "offline_rtf": _r(offline_s / en_seconds),
         **translation_cost(engines.translators, max(2, cfg.translation.beam_size)),
     }
     for r in lost:
@@ -320,7 +337,7 @@ LEVERS = {
 }
 
 
-LEVER_SEEDS = (SEED, 1, 2)  # one seed's audio swings the WER by points (one long held final can decide it)
+LEVER_SEEDS = ENGLISH_SEEDS
 
 
 def run_levers(cfg, models, *, progress=lambda m: None, seeds: tuple[int, ...] = LEVER_SEEDS) -> list[dict]:
