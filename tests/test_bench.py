@@ -65,3 +65,21 @@ def test_wer_scores_english_as_whispers_normaliser_does():
     assert wer("one two three four", "1, 2, 3, 5.", "en") == 1 / 4  # counting compares word by word
     assert wer("Uno dos tres", "uno 2 tres", "es") == 0.0
     assert wer("once", "11", "es") == 1.0  # Spanish: only up to ten
+
+
+def test_offline_baseline_windows_end_at_a_pause():
+    """The offline baseline's windows (at most 30 s, consecutive, covering the file) end at a pause when there is
+    one in the last seconds before 30 s, not in the middle of a word."""
+    import numpy as np
+
+    from appliance.bench.accuracy_bench import SR, offline_windows
+
+    rng = np.random.default_rng(0)
+    audio = (0.1 * rng.standard_normal(70 * SR)).astype(np.float32)  # loud all through ...
+    audio[int(27.2 * SR):int(27.6 * SR)] = 0  # ... but for a pause before 30 s
+    windows = offline_windows(audio)
+    assert windows[0][0] == 0 and windows[-1][1] == len(audio)
+    assert all(a[1] == b[0] for a, b in zip(windows, windows[1:]))
+    assert all(0 < end - start <= 30 * SR for start, end in windows)
+    assert 27.2 * SR <= windows[0][1] <= 27.6 * SR
+    assert offline_windows(audio[:20 * SR]) == [(0, 20 * SR)]

@@ -1,6 +1,7 @@
 """Accuracy benchmark: long-form audio in several voices and languages with natural pauses (some inside sentences),
-captioned by the streaming pipeline in simulated real time and transcribed offline by the same model (30 s windows
-conditioned on the previous text, as faster-whisper does) and by ctranslate2 when installed.
+captioned by the streaming pipeline in simulated real time and transcribed offline by the same model (Whisper's 30 s
+input, windows that end at a pause, each conditioned on the previous text, as faster-whisper does) and by ctranslate2
+when installed.
 
 Two parts, built fresh from espeak-ng voices and pytest-audioeval's recordings (the bench corpus):
 - english: the parallel English sentences (appliance/bench/sentences.py) in five espeak-ng voices and the English
@@ -162,13 +163,35 @@ def joined(events, lang: str) -> str:
 
 
 # ---- offline baselines -----------------------------------------------------------------------------------------
+def offline_windows(audio: np.ndarray, window_s: float = 30.0, search_s: float = 5.0) -> list[tuple[int, int]]:
+    """(start, end) samples of consecutive windows of at most `window_s`, each but the last cut at the quietest
+    0.1 s of its last `search_s`: at a pause, as faster-whisper's timestamps let it seek to the end of the last
+    whole segment (a blind cut at 30 s splits the word there)."""
+    window, frame = int(window_s * SR), SR // 10
+    cuts, start = [], 0
+    while len(audio) - start > window:
+        end = start + window
+        lo = max(start + frame, end - int(search_s * SR))
+        energy = [float(np.mean(audio[i:i + frame] ** 2)) for i in range(lo, end - frame + 1, frame // 2)]
+        cut = lo + int(np.argmin(energy)) * (frame // 2) + frame // 2
+        cuts.append((start, cut))
+        start = cut
+    return cuts + [(start, len(audio))]
+
+
 def offline_text(model, audio: np.ndarray, language: str | None = None) -> str:
-    """The same model over the whole file: 30 s windows, each conditioned on the text before it."""
-    return model.transcribe(audio, language=language, pad_seconds=30.0).text
+    """The same model over the whole file: windows of at most 30 s cut at pauses (offline_windows), each
+    decoded in Whisper's full 30 s input and conditioned on the text before it."""
+    texts: list[str] = []
+    for start, end in offline_windows(audio):
+        texts.append(model.transcribe(audio[start:end], language=language, pad_seconds=30.0,
+                                      prompt=" ".join(texts) or None).text.strip())
+    return " ".join(t for t in texts if t)
 
 
 def ctranslate2_text(model_name: str, audio: np.ndarray, n_mels: int, tokenizer) -> str | None:
-    """ctranslate2 (faster-whisper's engine) with the same weights, 30 s windows conditioned on the previous text."""
+    """ctranslate2 (faster-whisper's engine) with the same weights, the same windows as offline_text, each
+    conditioned on the text before it."""
     if importlib.util.find_spec("ctranslate2") is None:
         return None
     import ctranslate2
@@ -182,9 +205,8 @@ def ctranslate2_text(model_name: str, audio: np.ndarray, n_mels: int, tokenizer)
     ref = ctranslate2.models.Whisper(str(src), device="cpu", compute_type="int8", intra_threads=2)
     s = tokenizer.specials
     texts: list[str] = []
-    window = 30 * SR
-    for start in range(0, len(audio), window):
-        mel = features.log_mel(audio[start:start + window], n_mels, 3000)[None]
+    for start, end in offline_windows(audio):
+        mel = features.log_mel(audio[start:end], n_mels, 3000)[None]
         feats = ctranslate2.StorageView.from_array(np.ascontiguousarray(mel))
         lang = ref.detect_language(feats)[0][0][0].strip("<|>") if tokenizer.multilingual else "en"
         prev = tokenizer.encode(" " + " ".join(texts))[-223:] if texts else []
