@@ -355,7 +355,8 @@ LEVERS = {
     "final window +1 s (was)": {"final_pad_s": 1.0},
     "no left audio context": {"left_context_gap_s": 0.0},
     "left audio context for every utterance": {"left_context_max_utt_s": float("inf")},
-    "none (as before)": {"sentence_pause_s": 0.0, "context_max_chars": 0, "final_pad_s": 1.0, "left_context_gap_s": 0.0},
+    "none (as before)": {"sentence_pause_s": 0.0, "context_max_chars": 0, "final_pad_s": 1.0,
+                         "left_context_gap_s": 0.0},
 }
 
 
