@@ -103,6 +103,12 @@ LEFT_CONTEXT_SILENCE_S = 0.3  # the pause put between them (the VAD keeps no aud
 TERMS_PROMPT_MAX_CHARS = 150  # glossary terms of the language put before the previous text in the prompt (whole terms)
 
 
+def _rejection(result, utt: _Utterance) -> str | None:
+    """Why `result` (a decode of `utt`) must not become a caption, or None (guards.asr_rejection)."""
+    return guards.asr_rejection(result.text, avg_logprob=result.avg_logprob, no_speech_prob=result.no_speech_prob,
+                                duration_s=utt.seconds)
+
+
 def _needs_fallback(result) -> bool:
     return (result.compression_ratio > guards.COMPRESSION_RATIO_MAX
             or (result.avg_logprob < guards.LOGPROB_MIN and result.no_speech_prob < guards.NO_SPEECH_MIN))
@@ -744,13 +750,13 @@ class Pipeline:
         text = guards.strip_prompt_echo(result.text, context)
         if not text:
             return None
-        reason = guards.asr_rejection(text, avg_logprob=result.avg_logprob, no_speech_prob=result.no_speech_prob,
-                                      duration_s=utt.seconds)
-        if reason:  # e.g. a wrong last word of the previous final made Whisper transcribe its audio again
+        result = replace(result, text=text, duration_s=len(audio) / SR)
+        if reason := _rejection(result, utt):  # e.g. a wrong last word of the previous final made Whisper
+            # transcribe its audio again after it
             log.debug("utterance %s: left context gave a text the guard rejects (%s): %r; decoding without it",
                       utt.id, reason, text)
             return None
-        return replace(result, text=text, duration_s=len(audio) / SR)
+        return result
 
     def _partial(self, utt: _Utterance, wall: float, probe: bool = False) -> None:
         audio = utt.audio()
@@ -782,8 +788,7 @@ class Pipeline:
         asr_s = time.perf_counter() - t0
         self._last_partial_s = asr_s
         utt.last, utt.last_samples, utt.last_lang = result, len(audio), lang
-        if guards.asr_rejection(result.text, avg_logprob=result.avg_logprob, no_speech_prob=result.no_speech_prob,
-                                duration_s=utt.seconds):
+        if _rejection(result, utt):
             return
         stable, tail = utt.stable.update(result.text.split())
         text = " ".join(stable + tail)
@@ -807,8 +812,7 @@ class Pipeline:
         if (self.beam_size == 1 and last is not None and speech_samples is not None
                 and utt.last_samples >= speech_samples and utt.probed and utt.last_lang == lang
                 and not _needs_fallback(last)
-                and not guards.asr_rejection(last.text, avg_logprob=last.avg_logprob,
-                                             no_speech_prob=last.no_speech_prob, duration_s=utt.seconds)):
+                and not _rejection(last, utt)):
             return last  # a doubtful probe is not reused: the whole audio is decoded again (with the fallback)
         result = self._decode(utt, audio, lang, self.beam_size, self.final_pad_s, left=True)
         if self.beam_size < FALLBACK_BEAM and _needs_fallback(result):
@@ -829,8 +833,7 @@ class Pipeline:
         lang = self._settle_language(utt, audio, speech_samples, speech_end_wall)
         t0 = time.perf_counter()
         result = self._final_decode(utt, lang, speech_samples)
-        reason = guards.asr_rejection(result.text, avg_logprob=result.avg_logprob, no_speech_prob=result.no_speech_prob,
-                                      duration_s=utt.seconds)
+        reason = _rejection(result, utt)
         if reason:
             self.stats.rejected += 1
             self.reset_context("rejected final")

@@ -63,6 +63,9 @@ def test_wer_scores_english_as_whispers_normaliser_does():
     assert wer("We will take a short break at eleven.", "We will take a short brake at 11.", "en") == 1 / 8
     assert wer("one two three four five six seven eight nine ten", "1, 2, 3, 4, 5, 6, 7, 8, 9, 10.", "en") == 0.0
     assert wer("one two three four", "1, 2, 3, 5.", "en") == 1 / 4  # counting compares word by word
+    assert wer("Twenty-one people came.", "21 people came.", "en") == 0.0  # a compound is one number
+    assert wer("one hundred and one", "101", "en") == 0.0
+    assert wer("Five years.", "5 years.", "en") == 0.0
     assert wer("Uno dos tres", "uno 2 tres", "es") == 0.0
     assert wer("once", "11", "es") == 1.0  # Spanish: only up to ten
 

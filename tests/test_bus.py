@@ -380,7 +380,8 @@ def test_tls_with_client_certificate(tmp_path):
 def test_embedded_broker_is_restarted_when_it_dies(tmp_path, caplog):
     b = start_broker(tmp_path / "broker")
     try:
-        feed = CaptionFeed(FeedOptions(port=b.port), "r1", "pt")
+        statuses: list[str] = []
+        feed = CaptionFeed(FeedOptions(port=b.port), "r1", "pt", on_status=statuses.append)
         feed.start()
         assert feed.connected.wait(10)
         pub = make_pub(b.port, tmp_path)
@@ -388,10 +389,18 @@ def test_embedded_broker_is_restarted_when_it_dies(tmp_path, caplog):
         pub.publish(final(0))
         wait_until(lambda: len(feed.state.finals) == 1, what="first final")
         old = b.proc.pid
+        seen = len(statuses)
         with caplog.at_level(logging.ERROR, logger="appliance.bus.broker"):
             os.kill(old, signal.SIGKILL)
             wait_until(lambda: b.proc is not None and b.proc.pid != old and b.running(), timeout=15, what="restart")
         assert "embedded broker exited" in caplog.text
+        # the display is back (a final published before it has subscribed again would not be queued for it: the
+        # killed broker saved no session made in its last seconds)
+        def reconnected() -> bool:
+            after = statuses[seen:]
+            return "disconnected" in after and "connected" in after[after.index("disconnected"):]
+
+        wait_until(reconnected, timeout=20, what="the display reconnecting")
         pub.publish(final(1))
         wait_until(lambda: len(feed.state.finals) == 2, timeout=20, what="final after the broker's restart")
         pub.stop()

@@ -52,21 +52,26 @@ def _english_normaliser():
 def scoring_text(text: str, lang: str | None) -> str:
     """`text` as WER compares it. English: OpenAI Whisper's English text normaliser (the whisper-normalizer
     package), as Whisper's paper and faster-whisper's benchmarks score: numbers as digits ("eleven" and "11"
-    agree), spellings and contractions standardised, punctuation and fillers dropped; number words up to ten are
-    digits before and after it, so counting ("one two three" / "1, 2, 3") compares word by word. Other languages:
-    lower case without punctuation, number words up to ten as digits."""
+    agree), spellings and contractions standardised, punctuation and fillers dropped. Counting ("one two three" /
+    "1, 2, 3") is turned into digits before it and number words up to ten after it, so counting compares word by
+    word. Other languages: lower case without punctuation, number words up to ten as digits."""
     from appliance.guards import normalise
 
-    if lang == "en":  # digits before and after: the normaliser joins a run of number words into one number
-        # ("one two three" -> "123") and writes a lone 1 as "one"
-        return _digits(" ".join(_english_normaliser()(_digit_words(text, lang)).split()), lang)
+    if lang == "en":  # the normaliser joins counting into one number ("one two three" -> "123") and writes a
+        # lone 1 as "one": counting becomes digits before it, number words after it
+        return _digits(" ".join(_english_normaliser()(_counting_as_digits(text)).split()), lang)
     return _digits(normalise(text), lang)
 
 
-def _digit_words(text: str, lang: str | None) -> str:
-    """`text` with its number words up to ten as digits, punctuation kept."""
-    table = _number_table(lang)
-    return re.sub(r"[^\W\d_]+", lambda m: table.get(m.group(0).lower(), m.group(0)), text)
+_EN_NUMBER = "|".join(sorted(_number_table("en"), key=len, reverse=True))
+_EN_COUNTING = re.compile(rf"(?<![\w-])(?:{_EN_NUMBER})(?:[\s,]+(?:{_EN_NUMBER}))+(?![\w-])", re.IGNORECASE)
+
+
+def _counting_as_digits(text: str) -> str:
+    """English `text` with each run of two or more number words up to ten ("one, two, three") as digits. A single
+    number word is left to Whisper's normaliser, which reads compounds ("twenty-one", "one hundred and one")."""
+    table = _number_table("en")
+    return _EN_COUNTING.sub(lambda m: " ".join(table[w.lower()] for w in re.findall(r"[^\W\d_]+", m.group(0))), text)
 
 
 def wer(reference: str, hypothesis: str, lang: str | None = None) -> float:
