@@ -134,7 +134,9 @@ def test_prompt_carries_the_previous_text_and_resets_on_language_change(cfg, eng
     finals = [(e.source_lang, e.text) for e in events if e.final and e.lang == e.source_lang and e.text]
     assert [lang for lang, _ in finals] == ["en", "en", "es"], finals
     en_prompts = [p for lang, p in spy.calls if lang == "en" and p]
-    assert en_prompts and all("morning" in p for p in en_prompts)  # the second sentence is conditioned on the first
+    first = finals[0][1].strip()  # (whatever Whisper made of it: one espeak voice's short greeting is often misheard)
+    assert first and en_prompts and all(p.endswith(first) for p in en_prompts)  # the second sentence is conditioned
+    # on the first
     assert all(p is None for lang, p in spy.calls if lang == "es")  # a new language starts without English context
 
 

@@ -66,23 +66,51 @@ def test_hf_importer_matches_transformers(tiny_hf, tmp_path):
 
     enc = ort.InferenceSession(str(tmp_path / "encoder.onnx"))
     dec = ort.InferenceSession(str(tmp_path / "decoder.onnx"))
-    cross_k, cross_v = enc.run(None, {"mel": mel})
-    assert cross_k.shape == (2, 1, 4, 100, 16)
-    empty = np.zeros((2, 1, 4, 0, 16), np.float32)
-    # whole prompt at once
-    logits, k, v = dec.run(None, {"tokens": np.array([prompt]), "self_k": empty, "self_v": empty,
-                                  "cross_k": cross_k, "cross_v": cross_v})
+    names = [f"cross_{kv}_{i}" for kv in "kv" for i in range(2)]  # one tensor per layer
+    assert [o.name for o in enc.get_outputs()] == names
+    cross = dict(zip(names, enc.run(names, {"mel": mel})))
+    assert cross["cross_k_1"].shape == (1, 4, 100, 16)
+    self_names = [f"self_{kv}_{i}" for kv in "kv" for i in range(2)]
+    empty = dict.fromkeys(self_names, np.zeros((1, 4, 0, 16), np.float32))
+
+    def run(tokens, cache, at):
+        logits, *new = dec.run(None, {"tokens": np.array([tokens]), "logit_at": np.array(at), **cache, **cross})
+        return logits, dict(zip(self_names, new))
+
+    # whole prompt at once, the logits of every position, then of two only
+    logits, _ = run(prompt, empty, range(len(prompt)))
     np.testing.assert_allclose(logits, ref, atol=2e-4, rtol=1e-3)
+    logits, _ = run(prompt, empty, [0, len(prompt) - 1])
+    assert logits.shape == (1, 2, 51865)
+    np.testing.assert_allclose(logits[0], ref[0, [0, -1]], atol=2e-4, rtol=1e-3)
     # first 4 tokens, then one token at a time through the self-attention cache
-    logits, k, v = dec.run(None, {"tokens": np.array([prompt[:4]]), "self_k": empty, "self_v": empty,
-                                  "cross_k": cross_k, "cross_v": cross_v})
+    logits, cache = run(prompt[:4], empty, range(4))
     steps = [logits[0]]
     for tok in prompt[4:]:
-        logits, k, v = dec.run(None, {"tokens": np.array([[tok]]), "self_k": k, "self_v": v,
-                                      "cross_k": cross_k, "cross_v": cross_v})
+        logits, cache = run([tok], cache, [0])
         steps.append(logits[0])
-    assert k.shape == (2, 1, 4, len(prompt), 16)
+    assert cache["self_v_1"].shape == (1, 4, len(prompt), 16)
     np.testing.assert_allclose(np.concatenate(steps), ref[0], atol=2e-4, rtol=1e-3)
+
+
+def test_a_model_of_the_old_stacked_layout_is_refused_with_how_to_rebuild(built_model, tmp_path):
+    """Models built before the per-layer layout (one stacked cache tensor) are not run: a clear error instead."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from appliance.asr.whisper import WhisperModel
+
+    base = built_model("whisper-base")
+    for name in ("encoder.onnx", "tokenizer.json", "whisper.json"):
+        shutil.copy(base / name, tmp_path / name)
+    shapes = {"tokens": (TensorProto.INT64, ["b", "n"]), **{n: (TensorProto.FLOAT, [6, "b", 8, "t", 64])
+                                                             for n in ("self_k", "self_v", "cross_k", "cross_v")}}
+    graph = helper.make_graph([helper.make_node("Identity", ["self_k"], ["new_self_k"])], "old",
+                              [helper.make_tensor_value_info(n, t, s) for n, (t, s) in shapes.items()],
+                              [helper.make_tensor_value_info("new_self_k", TensorProto.FLOAT, [6, "b", 8, "t", 64])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "decoder.onnx")
+    with pytest.raises(ModelError, match=r"older converter.*appliance models build"):
+        WhisperModel.load(tmp_path)
 
 
 @pytest.mark.parametrize("module", [whisper_ct2, whisper_hf])

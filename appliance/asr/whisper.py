@@ -29,6 +29,7 @@ import numpy as np
 from appliance.asr import features
 from appliance.asr.tokenizer import WhisperTokenizer
 from appliance.guards import compression_ratio
+from appliance.modelstore.manifest import ModelError
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +98,9 @@ class WhisperModel:
         self.pad_frames = int(round(float(facts.get("pad_input_seconds", PAD_SECONDS)) * SAMPLE_RATE / features.HOP))
         self.providers: list[str] = list(encoder.get_providers())
         self.cut_loops = True
-        self._encoded: tuple[int, np.ndarray, tuple] | None = None  # (frames, audio, cross) of the last encoding
+        self._cross_names = [o.name for o in encoder.get_outputs()]  # the encoder's outputs: the decoder's inputs
+        self._self_names = [f"self_{kv}_{i}" for kv in "kv" for i in range(self.n_layers)]  # the cache's
+        self._encoded: tuple[int, np.ndarray, dict] | None = None  # (frames, audio, cross) of the last encoding
         self._encoded_lock = threading.Lock()
         self._run_options = None  # onnxruntime RunOptions of the abortable block in progress (see abortable())
         self._abort_lock = threading.Lock()
@@ -121,10 +124,20 @@ class WhisperModel:
         facts = json.loads(facts_path.read_text(encoding="utf-8"))
         model = cls(folder, open_session(folder / "encoder.onnx", providers, threads),
                     open_session(folder / "decoder.onnx", providers, threads), facts)
+        model._check_layout()
         model._warm_up()
         log.info("loaded %s (%s) on %s", folder.name, "multilingual" if model.multilingual else "English-only",
                  model.providers[0])
         return model
+
+    def _check_layout(self) -> None:
+        """The graphs have the store's per-layer layout (models built before it had stacked cache tensors)."""
+        cross = set(self._cross_names)
+        inputs = {i.name for i in self.decoder.get_inputs()}
+        wanted = {"tokens", "logit_at", *self._self_names, *cross}
+        if not wanted <= inputs or cross != {f"cross_{kv}_{i}" for kv in "kv" for i in range(self.n_layers)}:
+            raise ModelError(f"{self.folder} was built by an older converter (decoder inputs {sorted(inputs)[:6]}...): "
+                             f"rebuild it with `appliance models build` (an imported model: import it again)")
 
     def _warm_up(self) -> None:
         cross = self._encode(np.zeros(SAMPLE_RATE, dtype=np.float32))
@@ -147,19 +160,22 @@ class WhisperModel:
             if last is not None and last[0] == frames and np.array_equal(last[1], audio):
                 return last[2]
         mel = features.log_mel(audio, self.n_mels, frames)
-        cross = tuple(self.encoder.run(None, {"mel": mel[None]}, self._run_options))
+        cross = dict(zip(self._cross_names, self.encoder.run(self._cross_names, {"mel": mel[None]}, self._run_options)))
         with self._encoded_lock:
             self._encoded = (frames, np.array(audio, copy=True), cross)
         return cross
 
-    def _empty_cache(self, batch: int):
-        shape = (self.n_layers, batch, self.n_heads, 0, self.head_dim)
-        return np.zeros(shape, np.float32), np.zeros(shape, np.float32)
+    def _empty_cache(self, batch: int) -> list[np.ndarray]:
+        """The self-attention cache: keys of each layer, then values, [batch, heads, past, head_dim] each."""
+        return [np.zeros((batch, self.n_heads, 0, self.head_dim), np.float32)] * (2 * self.n_layers)
 
-    def _step(self, tokens: np.ndarray, cache, cross):
-        logits, k, v = self.decoder.run(None, {"tokens": tokens, "self_k": cache[0], "self_v": cache[1],
-                                               "cross_k": cross[0], "cross_v": cross[1]}, self._run_options)
-        return logits, (k, v)
+    def _step(self, tokens: np.ndarray, cache: list[np.ndarray], cross: dict, logit_at: Sequence[int] = (-1,)):
+        """-> (logits [batch, len(logit_at), vocab] at those positions of `tokens` (negative: from the end), the
+        cache with `tokens` added)."""
+        at = np.array([i % tokens.shape[1] for i in logit_at], dtype=np.int64)
+        feed = {"tokens": tokens, "logit_at": at, **dict(zip(self._self_names, cache)), **cross}
+        logits, *cache = self.decoder.run(None, feed, self._run_options)
+        return logits, cache
 
     # ---- aborting a decode from another thread ----------------------------------------------------------------
     @contextlib.contextmanager
@@ -296,8 +312,8 @@ class WhisperModel:
         """Beam search as openai-whisper's (beam_size=1 is greedy): -> (tokens, sum of log-probs, no-speech prob).
         `sot_at`: position of <|startoftranscript|> in `prompt` (after any previous-text context)."""
         eot = self.tokenizer.specials.eot
-        logits, cache = self._step(np.array([prompt], dtype=np.int64), self._empty_cache(1), cross)
-        sot_logits = logits[0, sot_at].astype(np.float64)
+        logits, cache = self._step(np.array([prompt], dtype=np.int64), self._empty_cache(1), cross, (sot_at, -1))
+        sot_logits = logits[0, 0].astype(np.float64)
         sot_probs = np.exp(sot_logits - sot_logits.max())
         no_speech = float(sot_probs[self.tokenizer.specials.no_speech] / sot_probs.sum())
         beams: list[tuple[list[int], float]] = [([], 0.0)]
@@ -330,8 +346,8 @@ class WhisperModel:
                 break
             if step == limit - 1:
                 break
-            if sources != list(range(cache[0].shape[1])):  # reorder / duplicate the cache to follow the beams
-                cache = (cache[0][:, sources], cache[1][:, sources])
+            if sources != list(range(cache[0].shape[0])):  # reorder / duplicate the cache to follow the beams
+                cache = [c[sources] for c in cache]
             logits, cache = self._step(np.array([[t[-1]] for t, _ in beams], dtype=np.int64), cache, cross)
             last = logits[:, -1]
         if not finished:
