@@ -149,6 +149,7 @@ class Stats:
 
     audio_s: float = 0.0
     busy_s: float = 0.0
+    partials_busy_s: float = 0.0  # of busy_s: partials shown while speech goes on (aborted ones too; not the probe)
     partials: int = 0
     partials_skipped: int = 0
     partials_aborted: int = 0  # partial decodes stopped because speech paused (the end-of-speech probe went first)
@@ -258,7 +259,7 @@ class Pipeline:
 
     def __init__(self, *, asr, segmenter, translators: dict[tuple[str, str], object], sink: Callable[[CaptionEvent], None],
                  source_lang: str = "auto", targets: Iterable[str] = (), beam_size: int = 1, mt_beam_size: int = 1,
-                 partial_interval_s: float = 0.5, max_segment_s: float = 15.0, partials: bool = True,
+                 partial_interval_s: float = 1.0, max_segment_s: float = 15.0, partials: bool = True,
                  skip_when_behind: bool = True, speakers=None, spoken: Iterable[str] = (),
                  sentence_pause_s: float = 0.0, left_context_s: float = LEFT_CONTEXT_GAP_S, mt_guard: bool = True,
                  prompt_terms: Callable[[str], list[str]] | None = None):
@@ -536,7 +537,9 @@ class Pipeline:
                 self.stats.behind = True
             else:
                 self.stats.behind = False
+                t0 = time.perf_counter()
                 self._partial(utt, wall)
+                self.stats.partials_busy_s += time.perf_counter() - t0
 
     def _pause(self, held: _Held) -> None:
         """Speech ended: a final now if the text ends a sentence (or holding is off), else hold the utterance open."""

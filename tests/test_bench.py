@@ -51,6 +51,7 @@ def test_bench_accuracy_quick_json(appliance_cmd, built_model, models_dir):
     assert 0 <= data["wer_streaming"] <= 1 and 0 <= data["wer_offline"] <= 1
     assert data["guard_checked"] == 70 and 0 <= data["guard_false_rejections"] <= data["guard_checked"]
     assert data["spoken"] == ["en", "es", "pt", "de", "fr", "it"]
+    assert 0 < data["rtf_partials"] < data["rtf"]  # partials were shown, and they are only part of the work
 
 
 def test_wer_scores_english_as_whispers_normaliser_does():

@@ -66,9 +66,12 @@ def log_mel(audio: np.ndarray, n_mels: int = 80, frames: int | None = None) -> n
     x = np.zeros(max(need, len(audio)), dtype=np.float32)
     x[:len(audio)] = audio
     x = np.pad(x, N_FFT // 2, mode="reflect")
-    idx = np.arange(frames)[:, None] * HOP + np.arange(N_FFT)[None, :]
+    # frames that start past the audio (the padding the encoder input asks for) see only zeros: no STFT for them
+    heard = min(frames, -(-(len(audio) + N_FFT // 2) // HOP))
+    idx = np.arange(heard)[:, None] * HOP + np.arange(N_FFT)[None, :]
     spec = np.fft.rfft(x[idx] * _window(), axis=-1)
-    power = (spec.real ** 2 + spec.imag ** 2).astype(np.float32)  # [frames, 201]
+    power = np.zeros((frames, N_FFT // 2 + 1), dtype=np.float32)  # [frames, 201]
+    power[:heard] = spec.real ** 2 + spec.imag ** 2
     mel = mel_filters(n_mels) @ power.T
     log_spec = np.log10(np.maximum(mel, 1e-10))
     log_spec = np.maximum(log_spec, log_spec.max() - 8.0)

@@ -309,6 +309,7 @@ def run(cfg, models, *, quick: bool = False, progress=lambda m: None) -> dict:
     lost = [r for r, got in zip(lid_refs, langs) if r.lang not in got]
     all_stats = [stats for _, stats in en_runs] + ([mixed_stats] if mixed_stats is not None else [])
     gather = lambda attr: [v for s in all_stats for v in getattr(s, attr)]  # noqa: E731
+    audio_s = max(1e-9, sum(s.audio_s for s in all_stats))
     guard = guard_false_rejections(engines.translators)
     pt_refs = " ".join(r.pt for _, refs in en_parts for r in refs if r.pt)
     result = {
@@ -336,7 +337,8 @@ def run(cfg, models, *, quick: bool = False, progress=lambda m: None) -> dict:
         "final_latency_p95_s": _r(pct(gather("final_latency_s"), 95)),
         "first_partial_p50_s": _r(pct(gather("first_partial_s"), 50)),
         "translated_final_extra_p50_s": _r(pct(gather("translated_extra_s"), 50)),
-        "rtf": _r(sum(s.busy_s for s in all_stats) / max(1e-9, sum(s.audio_s for s in all_stats))),
+        "rtf": _r(sum(s.busy_s for s in all_stats) / audio_s),
+        "rtf_partials": _r(sum(s.partials_busy_s for s in all_stats) / audio_s),  # of rtf: the partials shown
         "pauses_held": sum(s.pauses_held for s in all_stats),
         "offline_rtf": _r(offline_s / en_seconds),
         **translation_cost(engines.translators, max(2, cfg.translation.beam_size)),
