@@ -54,6 +54,8 @@ END_PROBE_S = 0.03  # silence after speech before the end-of-speech probe decode
 HIDDEN_PROBE_S = 0.1  # ... when the probe's language is not the partials': silence before it decodes (not shown)
 SPEECH_QUEUE_CHUNKS = 64  # voice activity -> recognizer: chunks waiting (backpressure to the audio queue beyond)
 PARTIAL_DUTY = 2.0  # in real time, at least this many seconds of audio per second spent on one partial
+LANGUAGE_RETRY_S = 0.5  # until the turn's language is locked, it is detected again after this much new speech
+# (not the partial interval: a detection is an encoder run without a decode, and the first partial waits for it)
 FALLBACK_BEAM = 4  # beam used when a greedy final fails Whisper's thresholds
 STATS_WINDOW = 2000  # latency samples kept per series (counts and sums stay exact)
 ERRORS_KEPT = 20  # worker error messages kept
@@ -527,7 +529,7 @@ class Pipeline:
         elif utt.samples >= self.max_segment:
             self._cut(utt, wall)
         elif (self.partials and utt.seconds >= MIN_PARTIAL_AUDIO_S
-              and (utt.samples - utt.decoded_at >= self._partial_gap() or utt.decoded_at == 0)):
+              and (utt.samples - utt.decoded_at >= self._partial_gap(utt) or utt.decoded_at == 0)):
             # (the first attempt does not wait for the cadence: its partial tells people they are heard)
             if self.skip_when_behind and self.backlog_s() > BEHIND_SECONDS:
                 self.stats.partials_skipped += 1
@@ -599,12 +601,14 @@ class Pipeline:
         """The voice-activity stage may abort what runs in this block (real time, partials only)."""
         return self.asr.abortable() if partial and self.abort_partials else contextlib.nullcontext()
 
-    def _partial_gap(self) -> int:
+    def _partial_gap(self, utt: _Utterance) -> int:
         """Samples of new audio before the next partial: the configured cadence, stretched in real time so that
-        partials use at most 1/PARTIAL_DUTY of the recognizer's time (finals and translation keep the rest)."""
-        if not self.skip_when_behind:
-            return self.partial_interval
-        return max(self.partial_interval, int(PARTIAL_DUTY * self._last_partial_s * SR))
+        partials use at most 1/PARTIAL_DUTY of the recognizer's time (finals and translation keep the rest); at
+        most LANGUAGE_RETRY_S while the turn's language is not locked."""
+        gap = self.partial_interval
+        if self.skip_when_behind:
+            gap = max(gap, int(PARTIAL_DUTY * self._last_partial_s * SR))
+        return gap if utt.language is not None else min(gap, int(LANGUAGE_RETRY_S * SR))
 
     def _choose_language(self, audio: np.ndarray, pad_s: float | None, prior: dict[str, float]) -> lid.Choice:
         """The most likely candidate for `audio` under `prior`, from the encoding a decode with `pad_s` shares."""

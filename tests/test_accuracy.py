@@ -51,6 +51,33 @@ def test_one_spoken_language_partials_start_without_detection(cfg, engines):
     assert first.end - first.start < 1.0  # the first partial covers under a second of audio: no wait for a lock
 
 
+def test_until_the_language_is_locked_it_is_detected_again_every_half_second(cfg, engines):
+    """Partials every 2 s, but a turn whose language is not yet clear (espeak's German among Whisper's 99 languages)
+    is detected again after every 0.5 s of new speech (LANGUAGE_RETRY_S), so its first partial does not wait 2 s."""
+    from dataclasses import replace
+
+    from appliance.pipeline import LANGUAGE_RETRY_S
+
+    attempts = []  # seconds of audio of each detection with the partials' window (the lock's), before the lock
+    real = engines.asr
+
+    class Spy:
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        def detect_language(self, audio, pad_seconds=None):
+            if pad_seconds is None:
+                attempts.append(len(audio) / SR)
+            return real.detect_language(audio, pad_seconds=pad_seconds)
+
+    slow = cfg.model_copy(deep=True)
+    slow.asr.partial_interval_s = 2.0
+    audio = _trim(speak("de", "Die Ergebnisse des letzten Quartals waren sehr gut, wir beginnen jetzt."))
+    run(slow, replace(engines, asr=Spy()), audio, partials=True)
+    assert len(attempts) >= 3, attempts  # not locked at once: this is the case the rule is for
+    assert np.diff(attempts).max() <= 2 * LANGUAGE_RETRY_S < slow.asr.partial_interval_s, attempts  # (VAD windows)
+
+
 # ---- fragments are not finalised --------------------------------------------------------------------------------
 def _trim(audio):
     """espeak-ng's clip without the silence around the speech."""
