@@ -151,7 +151,8 @@ class Stats:
 
     audio_s: float = 0.0
     busy_s: float = 0.0
-    partials_busy_s: float = 0.0  # of busy_s: partials shown while speech goes on (aborted ones too; not the probe)
+    partials_busy_s: float = 0.0  # of busy_s: partials while speech goes on (aborted ones and language detections
+    # too; not the end-of-speech probe)
     partials: int = 0
     partials_skipped: int = 0
     partials_aborted: int = 0  # partial decodes stopped because speech paused (the end-of-speech probe went first)
