@@ -3,8 +3,8 @@
 Voices: espeak-ng variants (synthetic, told apart by timbre only) and pytest-audioeval's recordings (one voice
 per language folder; Spanish and Portuguese share one). Each meeting is a seeded random sequence of turns of
 1-8 s, with short turns ("Yes, I agree.") and voices returning. Each turn is fed to the tracker as one utterance,
-with partial looks every 0.5 s as the pipeline makes them, so `extra_final_latency` is what a final waits for
-its speaker. Reported: the Rand index over all pairs of finals, speaker-change precision / recall / F1 between
+with partial looks at the pipeline's default cadence (every 1 s after the first), so `extra_final_latency` is what
+a final waits for its speaker. Reported: the Rand index over all pairs of finals, speaker-change precision / recall / F1 between
 consecutive finals, speakers found against the true number, ms per utterance and peak RSS with the recognition
 and translation models of the default room loaded beside the speaker model.
 """
@@ -21,11 +21,13 @@ import numpy as np
 
 from appliance.bench.corpus import AUDIOEVAL, speak
 from appliance.bench.pipeline_bench import peak_rss_mb, pct
+from appliance.config import AsrConfig
+from appliance.pipeline import MIN_PARTIAL_AUDIO_S
 from appliance.modelstore.sources import ensure_package
 
 SR = 16000
-FIRST_PARTIAL_S = 0.6  # the pipeline's first partial (MIN_PARTIAL_AUDIO_S) ...
-PARTIAL_STEP_S = 0.5  # the pipeline's partial cadence (from 0.6 s of speech on, as MIN_PARTIAL_AUDIO_S)
+FIRST_PARTIAL_S = MIN_PARTIAL_AUDIO_S  # the pipeline's first partial ...
+PARTIAL_STEP_S = AsrConfig().partial_interval_s  # ... and its default cadence after it
 # the four of 16 espeak-ng variants the encoder tells apart best (most variants differ only in pitch and sound
 # alike to it: centroid similarities of 0.8 to 0.97)
 ESPEAK_VOICES = ("en+iven3", "en+Alicia", "en+klatt", "en+anika")
