@@ -313,7 +313,7 @@ class Pipeline:
         self._ids = itertools.count(1)
         self._id_prefix = f"{int(time.time() * 1000):x}"
         self._revs: dict[tuple[str, str], int] = {}
-        self._threads: list[threading.Thread] = []
+        self._threads: dict[str, threading.Thread] = {}  # stage name -> its worker
         self._utt: _Utterance | None = None
         self._last_translated: dict[tuple[str, str], str] = {}
         self._routes: dict[str, dict[str, Route | None]] = {}
@@ -336,10 +336,9 @@ class Pipeline:
         return bool(getattr(self.asr, "multilingual", True))
 
     def start(self) -> None:
-        self._threads = [threading.Thread(target=self._voice_activity, name="voice-activity", daemon=True),
-                         threading.Thread(target=self._recognizer, name="recognizer", daemon=True),
-                         threading.Thread(target=self._translator, name="translator", daemon=True)]
-        for t in self._threads:
+        stages = {"voice-activity": self._voice_activity, "recognizer": self._recognizer, "translator": self._translator}
+        self._threads = {name: threading.Thread(target=work, name=name, daemon=True) for name, work in stages.items()}
+        for t in self._threads.values():
             t.start()
 
     def feed(self, samples: np.ndarray, wall: float | None = None, *, block: bool = False) -> None:
@@ -368,19 +367,20 @@ class Pipeline:
         Always returns within about `timeout` seconds, even with a full queue or a dead worker; False when a
         worker was still running then (logged)."""
         deadline = time.monotonic() + timeout
-        taker_alive = bool(self._threads) and self._threads[0].is_alive()  # the voice-activity stage takes audio
+        taker = self._threads.get("voice-activity")  # the stage that takes audio
+        taker_alive = taker is not None and taker.is_alive()
         if not (taker_alive and _put_with_timeout(self._audio_q, _STOP, timeout / 2)):
             _put_dropping_oldest(self._audio_q, _STOP)  # nobody is taking audio: the oldest chunk makes room
-        for t in self._threads:
+        for t in self._threads.values():
             t.join(max(0.0, deadline - time.monotonic()))
-        alive = [t.name for t in self._threads if t.is_alive()]
+        alive = [name for name, t in self._threads.items() if t.is_alive()]
         if alive:
             log.error("pipeline stop: %s still busy after %.0f s; leaving it behind", ", ".join(alive), timeout)
         return not alive
 
     def dead_stages(self) -> list[str]:
         """Workers that were started and have exited on their own (not by stop())."""
-        return [t.name for t in self._threads if not t.is_alive() and not getattr(t, "stopped", False)]
+        return [name for name, t in self._threads.items() if not t.is_alive() and not getattr(t, "stopped", False)]
 
     def backlog_s(self) -> float:
         return (self._audio_q.qsize() + self._speech_q.qsize()) * 512 / SR
@@ -425,7 +425,7 @@ class Pipeline:
 
     def _hand_over(self, item) -> None:
         """To the recognizer, waiting while it works; when it is dead, the oldest waiting chunk is dropped."""
-        while self._threads[1].is_alive():
+        while self._threads["recognizer"].is_alive():
             try:
                 self._speech_q.put(item, timeout=0.5)
                 return
