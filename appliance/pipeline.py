@@ -336,7 +336,8 @@ class Pipeline:
         return bool(getattr(self.asr, "multilingual", True))
 
     def start(self) -> None:
-        stages = {"voice-activity": self._voice_activity, "recognizer": self._recognizer, "translator": self._translator}
+        stages = {"voice-activity": self._voice_activity, "recognizer": self._recognizer,
+                  "translator": self._translator}
         self._threads = {name: threading.Thread(target=work, name=name, daemon=True) for name, work in stages.items()}
         for t in self._threads.values():
             t.start()

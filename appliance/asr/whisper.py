@@ -29,6 +29,7 @@ import numpy as np
 from appliance.asr import features
 from appliance.asr.tokenizer import WhisperTokenizer
 from appliance.guards import compression_ratio
+from appliance.modelstore.convert.whisper_layout import layer_names
 from appliance.modelstore.manifest import ModelError
 
 log = logging.getLogger(__name__)
@@ -98,8 +99,8 @@ class WhisperModel:
         self.pad_frames = int(round(float(facts.get("pad_input_seconds", PAD_SECONDS)) * SAMPLE_RATE / features.HOP))
         self.providers: list[str] = list(encoder.get_providers())
         self.cut_loops = True
-        self._cross_names = [o.name for o in encoder.get_outputs()]  # the encoder's outputs: the decoder's inputs
-        self._self_names = [f"self_{kv}_{i}" for kv in "kv" for i in range(self.n_layers)]  # the cache's
+        self._cross_names = layer_names("cross", self.n_layers)  # the encoder's outputs: the decoder's inputs
+        self._self_names = layer_names("self", self.n_layers)  # the cache's
         self._encoded: tuple[int, np.ndarray, dict] | None = None  # (frames, audio, cross) of the last encoding
         self._encoded_lock = threading.Lock()
         self._run_options = None  # onnxruntime RunOptions of the abortable block in progress (see abortable())
@@ -132,10 +133,10 @@ class WhisperModel:
 
     def _check_layout(self) -> None:
         """The graphs have the store's per-layer layout (models built before it had stacked cache tensors)."""
-        cross = set(self._cross_names)
         inputs = {i.name for i in self.decoder.get_inputs()}
-        wanted = {"tokens", "logit_at", *self._self_names, *cross}
-        if not wanted <= inputs or cross != {f"cross_{kv}_{i}" for kv in "kv" for i in range(self.n_layers)}:
+        outputs = {o.name for o in self.encoder.get_outputs()}
+        wanted = {"tokens", "logit_at", *self._self_names, *self._cross_names}
+        if not wanted <= inputs or outputs != set(self._cross_names):
             raise ModelError(f"{self.folder} was built by an older converter (decoder inputs {sorted(inputs)[:6]}...): "
                              f"rebuild it with `appliance models build` (an imported model: import it again)")
 
@@ -164,6 +165,11 @@ class WhisperModel:
         with self._encoded_lock:
             self._encoded = (frames, np.array(audio, copy=True), cross)
         return cross
+
+    def forget_encoding(self) -> None:
+        """Drop the kept last encoding: the next call encodes again (timing the encoder, not the reuse)."""
+        with self._encoded_lock:
+            self._encoded = None
 
     def _empty_cache(self, batch: int) -> list[np.ndarray]:
         """The self-attention cache: keys of each layer, then values, [batch, heads, past, head_dim] each."""

@@ -62,8 +62,9 @@ def _asr(folder: str) -> dict:
     t0 = time.perf_counter()
     model = WhisperModel.load(folder, threads=THREADS)
     row = {"model": Path(folder).name, "load_s": time.perf_counter() - t0}
+
     def encode(audio):  # the model keeps its last encoding (detection and transcription share it): not here
-        model._encoded = None
+        model.forget_encoding()
         model._encode(audio)
 
     for s in ENCODER_SECONDS:
@@ -72,7 +73,7 @@ def _asr(folder: str) -> dict:
     audio = _speech(5)
     lang = "en"
     t_enc = _median_time(lambda: encode(audio))
-    model._encoded = None
+    model.forget_encoding()
     t0 = time.perf_counter()
     result = model.transcribe(audio, language=lang)
     row["dec_ms_per_token"] = 1000 * (time.perf_counter() - t0 - t_enc) / (len(result.tokens) + 1)

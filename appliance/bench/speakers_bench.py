@@ -4,9 +4,9 @@ Voices: espeak-ng variants (synthetic, told apart by timbre only) and pytest-aud
 per language folder; Spanish and Portuguese share one). Each meeting is a seeded random sequence of turns of
 1-8 s, with short turns ("Yes, I agree.") and voices returning. Each turn is fed to the tracker as one utterance,
 with partial looks at the pipeline's default cadence (every 1 s after the first), so `extra_final_latency` is what
-a final waits for its speaker. Reported: the Rand index over all pairs of finals, speaker-change precision / recall / F1 between
-consecutive finals, speakers found against the true number, ms per utterance and peak RSS with the recognition
-and translation models of the default room loaded beside the speaker model.
+a final waits for its speaker. Reported: the Rand index over all pairs of finals, speaker-change precision /
+recall / F1 between consecutive finals, speakers found against the true number, ms per utterance and peak RSS with
+the recognition and translation models of the default room loaded beside the speaker model.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ import numpy as np
 from appliance.bench.corpus import AUDIOEVAL, speak
 from appliance.bench.pipeline_bench import peak_rss_mb, pct
 from appliance.config import AsrConfig
-from appliance.pipeline import MIN_PARTIAL_AUDIO_S
 from appliance.modelstore.sources import ensure_package
+from appliance.pipeline import MIN_PARTIAL_AUDIO_S
 
 SR = 16000
 FIRST_PARTIAL_S = MIN_PARTIAL_AUDIO_S  # the pipeline's first partial ...

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from appliance.modelstore.convert.whisper_layout import layer_names
 from appliance.modelstore.manifest import ModelError
 
 OPSET = 17
@@ -227,10 +228,7 @@ def export(model: Whisper, out: Path, *, quantize: bool, progress: Callable[[str
     large = sum(p.numel() for p in model.state_dict().values()) * 4 > 1_800_000_000
     hd = d.n_text_state // d.n_text_head
     frames = 200
-    layers = range(d.n_text_layer)
-    cross_names = [f"cross_{kv}_{i}" for kv in "kv" for i in layers]
-    self_names = [f"self_{kv}_{i}" for kv in "kv" for i in layers]
-    new_names = [f"new_self_{kv}_{i}" for kv in "kv" for i in layers]
+    cross_names, self_names, new_names = (layer_names(p, d.n_text_layer) for p in ("cross", "self", "new_self"))
     with torch.no_grad():
         progress("exporting encoder.onnx")
         _export(EncoderGraph(model), (torch.zeros(1, d.n_mels, frames),), out / ENCODER, ["mel"], cross_names,
