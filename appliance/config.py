@@ -84,7 +84,10 @@ class VadConfig(_Section):
 
 class AsrConfig(_Section):
     model: str = Field("whisper-base", description="Speech-recognition model name (a folder under the models directory).")
-    beam_size: int = Field(1, ge=1, le=8, description="1 for greedy decoding; more for beam search.")
+    beam_size: int = Field(1, ge=1, le=8, description="1 for greedy decoding; more for beam search in finals (and "
+                                                     "the end-of-speech probe that becomes the final; partials stay "
+                                                     "greedy). On 2 cores a beam of 4 made finals ~0.07 s later for "
+                                                     "no better streaming WER (docs/accuracy.md).")
     partial_interval_s: float = Field(1.0, ge=0.1, le=5, title="Partial interval",
                                       description="Seconds of new audio between partial captions (at least; in real "
                                                   "time they are spaced further when one takes long). 0.5 updates "

@@ -589,10 +589,11 @@ class Pipeline:
             self._finalise(held.utt, held.speech_end_wall, speech_samples=held.speech_samples)
 
     def _probe_end(self, wall: float) -> None:
-        """Speech just paused: decode what we have now. If the pause turns out to be the end (after the VAD's
-        hangover), this decode is the final and the final costs no decoding time; if speech resumes, it was a partial."""
+        """Speech just paused: decode what we have now, as the final would (its window, left audio context and
+        beam). If the pause turns out to be the end (after the VAD's hangover), this decode is the final and the final
+        costs no decoding time; if speech resumes, it was a partial."""
         utt = self._utt
-        if (utt is None or utt.resumes is not None or not self.partials or self.beam_size != 1 or utt.last_samples >= utt.samples
+        if (utt is None or utt.resumes is not None or not self.partials or utt.last_samples >= utt.samples
                 or utt.seconds < MIN_PARTIAL_AUDIO_S or utt.language is None
                 or self._trailing_silence_s < END_PROBE_S
                 or (self.skip_when_behind and self.backlog_s() > BEHIND_SECONDS)):
@@ -785,11 +786,12 @@ class Pipeline:
                     # (the decision is kept meanwhile: the audio has not grown)
                     if self._trailing_silence_s < HIDDEN_PROBE_S:
                         return
-                    result = self._decode(utt, audio, whole, 1, self.final_pad_s, left=True, reset_context=False)
+                    result = self._decode(utt, audio, whole, self.beam_size, self.final_pad_s, left=True, reset_context=False)
                     utt.last, utt.last_samples, utt.probed, utt.last_lang = result, len(audio), True, whole
                     return
                 t0 = time.perf_counter()
-                result = self._decode(utt, audio, lang, 1, self.final_pad_s if probe else self.partial_pad_s, left=probe)
+                result = self._decode(utt, audio, lang, self.beam_size if probe else 1,
+                                      self.final_pad_s if probe else self.partial_pad_s, left=probe)
         except Aborted:
             self.stats.partials_aborted += 1
             return
@@ -818,11 +820,11 @@ class Pipeline:
         if utt.final_decoded is not None and utt.final_decoded[0] == (len(audio), lang):
             return utt.final_decoded[1]  # decoded so at a pause already (with the fallback): the same audio
         last = utt.last
-        if (self.beam_size == 1 and last is not None and speech_samples is not None
+        if (last is not None and speech_samples is not None
                 and utt.last_samples >= speech_samples and utt.probed and utt.last_lang == lang
-                and not _needs_fallback(last)
+                and not (self.beam_size < FALLBACK_BEAM and _needs_fallback(last))
                 and not _rejection(last, utt)):
-            return last  # a doubtful probe is not reused: the whole audio is decoded again (with the fallback)
+            return last  # a doubtful greedy probe is not reused: the whole audio is decoded again (with the fallback)
         result = self._decode(utt, audio, lang, self.beam_size, self.final_pad_s, left=True)
         if self.beam_size < FALLBACK_BEAM and _needs_fallback(result):
             retry = self.asr.transcribe(audio, language=lang, task="transcribe", beam_size=FALLBACK_BEAM,

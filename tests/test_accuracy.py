@@ -249,6 +249,36 @@ def test_the_final_decides_the_language_and_withdraws_partials_in_another(cfg, e
     assert pipeline.stats.finals_from_probe >= 1  # (the English final needs Whisper's beam fallback: decoded again)
 
 
+def test_with_a_beam_the_final_is_still_the_end_of_speech_probes_decode(cfg, engines):
+    """asr.beam_size > 1: the end-of-speech probe decodes with the final's beam, so each final reuses the probe's
+    decode (nothing is decoded after the VAD's hangover) instead of waiting for the hangover and decoding then.
+    Partials stay greedy."""
+    from dataclasses import replace
+
+    sentences = ("Please turn off your mobile phones.", "The train to Lisbon leaves from platform four.")
+    audio = np.concatenate([_trim(speak("en-us", sentences[0])), np.zeros(int(1.5 * SR), np.float32),
+                            _trim(speak("en-us", sentences[1])), np.zeros(SR, np.float32)])
+    c = with_spoken(cfg, ["en"])
+    c.asr.beam_size = 4
+    spy, probes = PromptSpy(engines.asr), []
+
+    def record_probes(pipeline):
+        decode = pipeline._partial
+
+        def partial(utt, wall, probe=False):
+            decode(utt, wall, probe)
+            if probe and utt.probed:
+                probes.append(utt.last.text.strip())
+        pipeline._partial = partial
+
+    events, pipeline = run(c, replace(engines, asr=spy), audio, partials=True, setup=record_probes)
+    finals = [e.text for e in events if e.final and e.lang == "en" and e.text]
+    assert len(finals) == 2 and wer(" ".join(sentences), " ".join(finals), "en") <= 0.15, finals
+    assert set(finals) <= set(probes), (finals, probes)  # each final is a probe's text
+    assert pipeline.stats.finals_from_probe == 2
+    assert spy.beams.count(4) >= 2 and set(spy.beams) == {1, 4}, spy.beams  # probes with the beam, partials greedy
+
+
 # ---- the prompt never costs words ----------------------------------------------------------------------------------
 def test_words_after_a_finished_sentence_are_not_lost_to_the_prompt(cfg, engines):
     """A sentence that looked finished ("... was funded.") and its continuation after a pause: Whisper given the
