@@ -23,16 +23,20 @@ def with_spoken(cfg, spoken):
 
 
 # ---- the room's languages ---------------------------------------------------------------------------------------
-def test_spoken_list_keeps_english_english(cfg, engines, corpus):
-    """On its first second Whisper base rates this English sentence Latvian/Slovene before English; with the room's
-    languages set, only English or Portuguese can be chosen, and the sentence is captioned in English."""
-    clip = next(c for c in corpus if c.name == "espeak-en-1")
-    audio = load_audio(clip_path(clip))
-    early = engines.asr.detect_language(audio[: int(1.5 * SR)])
-    assert early[0][0] != "en"  # the unconstrained choice on the same audio is wrong
+def test_spoken_list_keeps_english_english(cfg, engines):
+    """Whisper base hears this English sentence (espeak-ng's en-us voice) as Latin, then Latvian, before English,
+    even on the whole sentence: in a room with no spoken list it is captioned as Latin. With the room's languages
+    set to English and Portuguese, only those can be chosen, and it is captioned in English."""
+    from appliance.bench.sentences import EN
+
+    text = EN[28]
+    audio = np.concatenate([_trim(speak("en-us", text)), np.zeros(SR, np.float32)])
+    events, _ = run(with_spoken(cfg, []), engines, audio, partials=True)
+    assert {e.source_lang for e in events if e.final and e.text} - {"en"}, "the premise: unconstrained, not English"
     events, _ = run(with_spoken(cfg, ["en", "pt"]), engines, audio, partials=True)
     assert {e.source_lang for e in events if e.text} == {"en"}
-    assert wer(clip.text, " ".join(e.text for e in events if e.final and e.lang == "en"), "en") <= 0.25
+    english = " ".join(e.text for e in events if e.final and e.lang == "en").lower()
+    assert all(word in english for word in ("must submit", "by friday")), english  # English words, not Latin ones
 
 
 def test_spoken_list_never_gives_another_language(cfg, engines, corpus):
@@ -165,6 +169,24 @@ def test_prompt_carries_the_previous_text_and_resets_on_language_change(cfg, eng
     assert first and en_prompts and all(p.endswith(first) for p in en_prompts)  # the second sentence is conditioned
     # on the first
     assert all(p is None for lang, p in spy.calls if lang == "es")  # a new language starts without English context
+
+
+def test_the_prompt_is_reset_after_a_long_silence(cfg, engines):
+    """After CONTEXT_RESET_SILENCE_S of silence the meeting has moved on: the next sentence is decoded without the
+    previous text (after a short pause it is conditioned on it: the test above)."""
+    from dataclasses import replace
+
+    from appliance.pipeline import CONTEXT_RESET_SILENCE_S
+
+    first = _trim(speak("en-us", "Please turn off your mobile phones."))
+    second = _trim(speak("en-us", "The train to Lisbon leaves from platform four."))
+    silence = np.zeros(int((CONTEXT_RESET_SILENCE_S + 1) * SR), np.float32)
+    spy = PromptSpy(engines.asr)
+    events, _ = run(with_spoken(cfg, ["en"]), replace(engines, asr=spy), np.concatenate(
+        [first, silence, second, np.zeros(SR, np.float32)]), partials=True)
+    finals = [e for e in events if e.final and e.lang == "en" and e.text]
+    assert len(finals) == 2, [e.text for e in finals]
+    assert all(prompt is None for _, prompt in spy.calls), spy.calls  # neither sentence had a previous text
 
 
 # ---- translations that do not invent ----------------------------------------------------------------------------
