@@ -39,7 +39,7 @@ from appliance.asr.whisper import Aborted
 from appliance.captions import layout
 from appliance.events import CaptionEvent
 from appliance.routes import Route, find_route
-from appliance.translate.roundtrip import RoundTripTranslator
+from appliance.translate.stage import SourceCaption, TranslationStage
 
 log = logging.getLogger(__name__)
 
@@ -173,6 +173,10 @@ class Stats:
     translated_extra_by_source: dict[str, Window] = field(default_factory=dict)  # source lang -> delays
     restarts: int = 0  # worker restarts after an exception
 
+    def translated(self, source_lang: str, extra_s: float) -> None:
+        """A final's translation went out `extra_s` after its source final."""
+        self.translated_extra_by_source.setdefault(source_lang, Window()).append(extra_s)
+
     @property
     def translated_extra_s(self) -> list[float]:
         """Source final -> its translations out, every source language."""
@@ -240,23 +244,6 @@ class _Speech:
     in_onset: bool  # speech may be starting
 
 
-@dataclass(frozen=True)
-class _SourceCaption:
-    """Recognizer -> translator hand-over."""
-
-    utt_id: str
-    final: bool
-    lang: str
-    text: str  # full text (finals) or stable prefix (partials) to translate
-    start: float
-    end: float
-    english: str | None  # Whisper's translate-task output when a route needs it (finals only)
-    speech_end_wall: float
-    asr_s: float
-    emitted_mono: float = 0.0
-    speaker: dict | None = None
-
-
 class Pipeline:
     """Feed audio with `feed()`; caption events come out of `sink`. `start()` / `stop()` the workers."""
 
@@ -290,9 +277,6 @@ class Pipeline:
         self._left: tuple[np.ndarray, str] | None = None  # the context's last final: (its audio, its text)
         self.targets = list(targets)
         self.beam_size = beam_size
-        self.mt_beam_size = mt_beam_size
-        self.mt_guard = mt_guard  # check final translations with the reverse model where one is loaded
-        self._roundtrip: dict[tuple[str, str], RoundTripTranslator] = {}
         self.partial_interval = int(partial_interval_s * SR)
         self.max_segment = int(max_segment_s * SR)
         self.sentence_pause_s = sentence_pause_s  # a shorter pause keeps an unfinished sentence open (0: never)
@@ -315,8 +299,11 @@ class Pipeline:
         self._revs: dict[tuple[str, str], int] = {}
         self._threads: dict[str, threading.Thread] = {}  # stage name -> its worker
         self._utt: _Utterance | None = None
-        self._last_translated: dict[tuple[str, str], str] = {}
         self._routes: dict[str, dict[str, Route | None]] = {}
+        self.translation = TranslationStage(  # the translator thread's work
+            translators=self.translators, targets=self.targets, routes=self.routes, emit=self._emit,
+            shown=lambda utt_id, lang: (utt_id, lang) in self._revs, stats=self.stats, beam_size=mt_beam_size,
+            guard=mt_guard)
         self.errors: deque[str] = deque(maxlen=ERRORS_KEPT)
         self.warnings: deque[str] = deque(maxlen=ERRORS_KEPT)  # problems that cost a feature (speaker labels), not captions
         self.failing: dict[str, str] = {}  # stage -> its last error, until that stage next succeeds
@@ -676,7 +663,7 @@ class Pipeline:
         self._ask_speakers("discard", utt.id)
         if utt.first_partial_done:
             self._emit(utt.id, True, lang, lang, "", utt.start, utt.end, {})
-            _put_with_timeout(self._caption_q, _SourceCaption(utt.id, True, lang, "", utt.start, utt.end, None,
+            _put_with_timeout(self._caption_q, SourceCaption(utt.id, True, lang, "", utt.start, utt.end, None,
                                                               speech_end_wall, 0.0), STOP_TIMEOUT_S)
 
     # ---- context across segments ----------------------------------------------------------------------------------
@@ -810,7 +797,7 @@ class Pipeline:
         if not utt.first_partial_done:
             utt.first_partial_done = True
             self.stats.first_partial_s.append(time.monotonic() - utt.onset_wall)
-        self._to_translator(_SourceCaption(utt.id, False, lang, " ".join(stable), utt.start, end, None, wall, asr_s,
+        self._to_translator(SourceCaption(utt.id, False, lang, " ".join(stable), utt.start, end, None, wall, asr_s,
                                            speaker=utt.speaker))
 
     def _final_decode(self, utt: _Utterance, lang: str, speech_samples: int | None):
@@ -870,7 +857,7 @@ class Pipeline:
         if lang != "en" and any(r and r[0].engine == "whisper" for r in self.routes(lang).values()):
             english = self.asr.transcribe(audio, language=lang, task="translate", beam_size=self.beam_size).text.strip()
         self._finalising = None
-        self._caption_q.put(_SourceCaption(utt.id, True, lang, text, utt.start, end, english, speech_end_wall, asr_s,
+        self._caption_q.put(SourceCaption(utt.id, True, lang, text, utt.start, end, english, speech_end_wall, asr_s,
                                            emitted, utt.speaker))
 
     def _cut(self, utt: _Utterance, wall: float) -> None:
@@ -888,7 +875,7 @@ class Pipeline:
         nxt.chunks, nxt.samples = [rest], len(rest)
         self._utt = nxt
 
-    def _to_translator(self, cap: _SourceCaption) -> None:
+    def _to_translator(self, cap: SourceCaption) -> None:
         try:
             self._caption_q.put_nowait(cap)
         except queue.Full:
@@ -905,7 +892,7 @@ class Pipeline:
                 return
             for attempt in (1, 2) if cap.final else (1,):
                 try:
-                    self._translate(cap)
+                    self.translation.translate(cap)
                     self.failing.pop("translator", None)
                     break
                 except Exception as exc:
@@ -913,75 +900,7 @@ class Pipeline:
                     if not self._may_restart("translator", exc):
                         return
             if cap.final:
-                self._retract_translations(cap)
-
-    def _retract_translations(self, cap: _SourceCaption) -> None:
-        """After a final: every target that showed a translated partial and got no final gets an empty final,
-        so displays drop the stale partial (a rejected source final or a rejected translation)."""
-        for target in self.targets:
-            key = (cap.utt_id, target)
-            self._last_translated.pop(key, None)
-            if target != cap.lang and key in self._revs:
-                self._emit(cap.utt_id, True, target, cap.lang, "", cap.start, cap.end, {})
-
-    def _run_route(self, cap: _SourceCaption, route: Route) -> tuple[str, bool]:
-        """(translation, withheld) of `cap` along `route`. A final's last machine-translation hop is checked by the
-        reverse model when one is loaded (n-best reranking; withheld when nothing agrees)."""
-        text = cap.text
-        for i, hop in enumerate(route):
-            if hop.engine == "whisper":
-                if cap.english is None:
-                    return "", False
-                text = cap.english
-                continue
-            reverse = self.translators.get((hop.target, hop.source))
-            if cap.final and self.mt_guard and reverse is not None and i == len(route) - 1:
-                checker = self._roundtrip.setdefault((hop.source, hop.target), RoundTripTranslator(
-                    self.translators[(hop.source, hop.target)], reverse, self.mt_beam_size))
-                checked = checker.translate(text)
-                self.stats.mt_reranked += checked.reranked
-                return checked.text, checked.withheld
-            beam = self.mt_beam_size if cap.final else 1  # partials are provisional: greedy keeps them cheap
-            text = self.translators[(hop.source, hop.target)].translate([text], beam_size=beam)[0]
-        return text, False
-
-    def _translate(self, cap: _SourceCaption) -> None:
-        if not cap.text:
-            return  # an empty partial has nothing to show; an empty final is a retraction (_retract_translations)
-        for target, route in self.routes(cap.lang).items():
-            if not route:
-                continue  # same language (published by the recognizer) or no route (reported at start)
-            key = (cap.utt_id, target)
-            if not cap.final and self._last_translated.get(key) == cap.text:
-                continue  # stable prefix unchanged: nothing new to show
-            t0 = time.perf_counter()
-            text, withheld = self._run_route(cap, route)
-            mt_s = time.perf_counter() - t0
-            if not text and not withheld:
-                continue
-            reason = guards.translation_rejection(cap.text, text) if route[-1].engine == "mt" and text else None
-            if reason:
-                self.stats.mt_rejected += 1
-                log.info("translation %s->%s of utterance %s rejected (%s): %r", cap.lang, target, cap.utt_id, reason, text)
-                if not cap.final:
-                    continue
-                withheld = True
-            if withheld:  # nothing agreed with the source: show the source text, marked, never an invented sentence
-                self.stats.mt_withheld += 1
-                self._emit(cap.utt_id, True, target, cap.lang, cap.text, cap.start, cap.end,
-                           {"asr": cap.asr_s, "mt": mt_s}, speaker=cap.speaker, untranslated=True)
-                self._last_translated.pop(key, None)
-                continue
-            if cap.final:
-                self._last_translated.pop(key, None)
-            else:
-                self._last_translated[key] = cap.text
-            # a translated partial comes from the source's stable prefix only; it is still provisional as a whole
-            self._emit(cap.utt_id, cap.final, target, cap.lang, text, cap.start, cap.end, {"asr": cap.asr_s, "mt": mt_s},
-                       stable=text if cap.final else "", speaker=cap.speaker)
-            if cap.final:
-                self.stats.mt_ms.append(mt_s * 1000)
-                self.stats.translated_extra_by_source.setdefault(cap.lang, Window()).append(time.monotonic() - cap.emitted_mono)
+                self.translation.retract(cap)
 
     # ---- speakers -------------------------------------------------------------------------------------------
     def _speaker(self, utt: _Utterance, audio: np.ndarray, final_lang: str | None = None) -> dict | None:

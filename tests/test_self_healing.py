@@ -14,9 +14,10 @@ from appliance import faults
 from appliance.bench.corpus import speak
 from appliance.config import Config
 from appliance.engines import load_engines
-from appliance.pipeline import STATS_WINDOW, Window, _SourceCaption
+from appliance.pipeline import STATS_WINDOW, Window
 from appliance.runner import make_pipeline, run_audio
 from appliance.status import Status
+from appliance.translate.stage import SourceCaption
 
 
 @pytest.fixture(scope="module")
@@ -111,17 +112,17 @@ def test_a_dropped_final_retracts_its_translated_partials(cfg, built_model, mode
     pipeline = make_pipeline(cfg, engines, sink, realtime=True)
     pipeline.start()
     now = time.monotonic()
-    pipeline._to_translator(_SourceCaption("u1", False, "en", "Good morning everyone", 0.0, 1.5, None, now, 0.1))
+    pipeline._to_translator(SourceCaption("u1", False, "en", "Good morning everyone", 0.0, 1.5, None, now, 0.1))
     deadline = time.monotonic() + 30
     while not any(e.lang == "pt" and not e.final for e in sink.events) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert any(e.lang == "pt" and not e.final and e.text for e in sink.events)
     # the recognizer rejected the source final: its marker is an empty final
-    pipeline._caption_q.put(_SourceCaption("u1", True, "en", "", 0.0, 1.5, None, now, 0.0))
+    pipeline._caption_q.put(SourceCaption("u1", True, "en", "", 0.0, 1.5, None, now, 0.0))
     assert pipeline.stop(timeout=30)
     pt_final = [e for e in sink.events if e.lang == "pt" and e.final]
     assert [(e.id, e.text) for e in pt_final] == [("u1", "")]
-    assert pipeline._revs == {} and pipeline._last_translated == {}
+    assert pipeline._revs == {} and pipeline.translation._last == {}
 
 
 def test_latency_windows_are_bounded_and_count_everything():
