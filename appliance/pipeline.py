@@ -111,11 +111,6 @@ def _rejection(result, utt: _Utterance) -> str | None:
                                 duration_s=utt.seconds)
 
 
-def _needs_fallback(result) -> bool:
-    return (result.compression_ratio > guards.COMPRESSION_RATIO_MAX
-            or (result.avg_logprob < guards.LOGPROB_MIN and result.no_speech_prob < guards.NO_SPEECH_MIN))
-
-
 TRAILING_SILENCE = int(0.2 * SR)  # of the VAD's hangover, keep this much silence after speech for the final decode
 _STOP = object()
 
@@ -301,7 +296,7 @@ class Pipeline:
         self._utt: _Utterance | None = None
         self._routes: dict[str, dict[str, Route | None]] = {}
         self.translation = TranslationStage(  # the translator thread's work
-            translators=self.translators, targets=self.targets, routes=self.routes, emit=self._emit,
+            translators=self.translators, routes=self.routes, emit=self._emit,
             shown=lambda utt_id, lang: (utt_id, lang) in self._revs, stats=self.stats, beam_size=mt_beam_size,
             guard=mt_guard)
         self.errors: deque[str] = deque(maxlen=ERRORS_KEPT)
@@ -800,6 +795,12 @@ class Pipeline:
         self._to_translator(SourceCaption(utt.id, False, lang, " ".join(stable), utt.start, end, None, wall, asr_s,
                                            speaker=utt.speaker))
 
+    def _falls_back(self, result) -> bool:
+        """Whisper's thresholds doubt this decode and a wider beam than the one it had would be tried."""
+        return self.beam_size < FALLBACK_BEAM and (
+            result.compression_ratio > guards.COMPRESSION_RATIO_MAX
+            or (result.avg_logprob < guards.LOGPROB_MIN and result.no_speech_prob < guards.NO_SPEECH_MIN))
+
     def _final_decode(self, utt: _Utterance, lang: str, speech_samples: int | None):
         """The final's transcription: the end-of-speech probe's when it covered every spoken sample, else a decode
         (with Whisper's fallback to a beam when the result is repetitive or unlikely)."""
@@ -809,11 +810,10 @@ class Pipeline:
         last = utt.last
         if (last is not None and speech_samples is not None
                 and utt.last_samples >= speech_samples and utt.probed and utt.last_lang == lang
-                and not (self.beam_size < FALLBACK_BEAM and _needs_fallback(last))
-                and not _rejection(last, utt)):
+                and not self._falls_back(last) and not _rejection(last, utt)):
             return last  # a doubtful greedy probe is not reused: the whole audio is decoded again (with the fallback)
         result = self._decode(utt, audio, lang, self.beam_size, self.final_pad_s, left=True)
-        if self.beam_size < FALLBACK_BEAM and _needs_fallback(result):
+        if self._falls_back(result):
             retry = self.asr.transcribe(audio, language=lang, task="transcribe", beam_size=FALLBACK_BEAM,
                                         pad_seconds=self.final_pad_s)  # without the prompt: it may be what misled
             log.info("utterance %s: fallback to beam %d (logprob %.2f -> %.2f, compression %.2f -> %.2f)", utt.id,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Callable
 
 from appliance import guards
 from appliance.routes import Route
@@ -43,16 +43,15 @@ class SourceCaption:
 class TranslationStage:
     """`translate(cap)` each source caption, then `retract(cap)` after a final.
 
-    `routes(source)`: target -> Route (None: the source language itself, or no route); `emit(...)`: the pipeline's
+    `routes(source)`: every target -> its Route (None: the source language itself, or no route); `emit(...)`: the pipeline's
     caption event writer (utt_id, final, lang, source_lang, text, start, end, latency, stable=, speaker=,
     untranslated=); `shown(utt_id, lang)`: whether a partial of that utterance is on display in that language;
     `stats`: the pipeline's Stats (its mt_* counters, `mt_ms`, `translated(source_lang, seconds)`)."""
 
-    def __init__(self, *, translators: dict, targets: Iterable[str], routes: Callable[[str], dict[str, Route | None]],
+    def __init__(self, *, translators: dict, routes: Callable[[str], dict[str, Route | None]],
                  emit: Callable[..., None], shown: Callable[[str, str], bool], stats, beam_size: int = 1,
                  guard: bool = True):
         self.translators = translators
-        self.targets = list(targets)
         self.routes = routes
         self.emit = emit
         self.shown = shown
@@ -65,7 +64,7 @@ class TranslationStage:
     def retract(self, cap: SourceCaption) -> None:
         """After a final: every target that showed a translated partial and got no final gets an empty final,
         so displays drop the stale partial (a rejected source final or a rejected translation)."""
-        for target in self.targets:
+        for target in self.routes(cap.lang):
             key = (cap.utt_id, target)
             self._last.pop(key, None)
             if target != cap.lang and self.shown(cap.utt_id, target):
