@@ -10,6 +10,24 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
+# Which numerics the model tests run on: the shipped int8 builds, or the float32 reference builds
+# (`APPLIANCE_TEST_NUMERICS=float32 scripts/test`), whose borderline decisions differ as another CPU's do.
+NUMERICS = os.environ.get("APPLIANCE_TEST_NUMERICS", "int8")
+if NUMERICS not in ("int8", "float32"):
+    raise pytest.UsageError(f"APPLIANCE_TEST_NUMERICS={NUMERICS!r}: choose int8 or float32")
+
+
+def pytest_configure(config):
+    if NUMERICS == "float32":  # a models folder of their own, seen by the daemons the tests start too
+        from appliance.modelstore.paths import cache_dir
+
+        os.environ.setdefault("APPLIANCE_MODELS_DIR", str(cache_dir() / "models-float32"))
+
+
+def pytest_report_header(config):
+    from appliance.modelstore.paths import models_dir
+
+    return f"models: {NUMERICS} builds in {models_dir()}"
 
 
 @pytest.fixture(scope="session")
@@ -25,7 +43,7 @@ def built_model(models_dir):
     from appliance.modelstore.build import build
 
     def get(name: str) -> Path:
-        build([name], models_dir, progress=lambda m: print(m, file=sys.stderr))
+        build([name], models_dir, quantize=NUMERICS == "int8", progress=lambda m: print(m, file=sys.stderr))
         return models_dir / name
 
     return get

@@ -23,20 +23,17 @@ def with_spoken(cfg, spoken):
 
 
 # ---- the room's languages ---------------------------------------------------------------------------------------
-def test_spoken_list_keeps_english_english(cfg, engines):
-    """Whisper base hears this English sentence (espeak-ng's en-us voice) as Latin, then Latvian, before English,
-    even on the whole sentence: in a room with no spoken list it is captioned as Latin. With the room's languages
-    set to English and Portuguese, only those can be chosen, and it is captioned in English."""
-    from appliance.bench.sentences import EN
-
-    text = EN[28]
+def test_spoken_list_keeps_a_clear_english_sentence_english(cfg, engines):
+    """In a room declared English and Portuguese, a clearly English sentence is captioned in English, partials and
+    finals alike, with its words. (Which languages can be chosen from the detector's probabilities is decided by
+    `asr.language.choose`, tested on given probabilities in test_language.py; the test below checks that a room's
+    list is obeyed even against the speech.)"""
+    text = "The meeting will start again after a short coffee break."
     audio = np.concatenate([_trim(speak("en-us", text)), np.zeros(SR, np.float32)])
-    events, _ = run(with_spoken(cfg, []), engines, audio, partials=True)
-    assert {e.source_lang for e in events if e.final and e.text} - {"en"}, "the premise: unconstrained, not English"
     events, _ = run(with_spoken(cfg, ["en", "pt"]), engines, audio, partials=True)
     assert {e.source_lang for e in events if e.text} == {"en"}
-    english = " ".join(e.text for e in events if e.final and e.lang == "en").lower()
-    assert all(word in english for word in ("must submit", "by friday")), english  # English words, not Latin ones
+    english = " ".join(e.text for e in events if e.final and e.lang == "en")
+    assert wer(text, english, "en") <= 0.25, english
 
 
 def test_spoken_list_never_gives_another_language(cfg, engines, corpus):
@@ -90,7 +87,10 @@ def _trim(audio):
 
 
 def paused_sentence(pause_s: float):
-    first, second = "Please sign your name at the bottom of", "the page."
+    """One sentence with a pause of `pause_s` inside it, after two words that cannot end a sentence ("of the"), so the
+    text decoded at the pause is unfinished with a wide margin, whatever the CPU (one trailing word that Whisper may
+    drop, as "bottom of" -> "bottom.", is a borderline)."""
+    first, second = "I would like to thank the members of the", "finance committee."
     return np.concatenate([_trim(speak("en-us", first)), np.zeros(int(pause_s * SR), np.float32),
                            _trim(speak("en-us", second)), np.zeros(SR // 2, np.float32)]), f"{first} {second}"
 

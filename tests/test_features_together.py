@@ -26,20 +26,20 @@ def speaker_model(built_model):
 
 # ---- glossary terms as prompt context -------------------------------------------------------------------------
 def test_glossary_terms_are_given_to_whisper_as_context(cfg, engines, tmp_path):
-    """Held open at the short pause after "Good morning, everyone.", the two sentences are decoded together and
-    Whisper base hears "final steam"; with the glossary's term in the prompt it hears the term, and the forced
-    translation follows."""
+    """A made-up product name Whisper cannot spell unprompted (checked first: a premise that holds on any CPU, since
+    no decode writes an invented word by chance) is written right once the room's glossary has it: recognition gets
+    the glossary's terms as context, and the translation keeps the term as the glossary says."""
     c = cfg.model_copy(deep=True)
     c.state_dir = str(tmp_path)
-    audio = speak("en-us", "Good morning everyone. The budget for next year will be presented by the finance team.")
+    audio = speak("en-us", "Good morning everyone. The Brixolan project starts on Monday.")
     events, pipeline = run(c, engines, audio)
-    assert pipeline._terms("en") == "" and "finance team" not in finals(events, "en").lower()
+    assert pipeline._terms("en") == "" and "brixolan" not in finals(events, "en").lower(), finals(events, "en")
     (tmp_path / "glossary.json").write_text(json.dumps({"entries": [
-        {"source": "en", "target": "pt", "term": "finance team", "translation": "equipa de finanças"}]}))
+        {"source": "en", "target": "pt", "term": "Brixolan", "translation": "Brixolan"}]}))
     events, pipeline = run(c, engines, audio)
-    assert pipeline._terms("en") == "finance team." and pipeline._terms("pt") == "equipa de finanças."
-    assert "finance team" in finals(events, "en").lower(), finals(events, "en")
-    assert "equipa de finanças" in finals(events, "pt"), finals(events, "pt")
+    assert pipeline._terms("en") == "Brixolan." and pipeline._terms("pt") == "Brixolan."
+    assert "Brixolan" in finals(events, "en"), finals(events, "en")
+    assert "Brixolan" in finals(events, "pt"), finals(events, "pt")
 
 
 def test_prompted_terms_are_bounded_to_whole_terms(cfg, engines):

@@ -138,3 +138,19 @@ def test_runtime_imports_neither_torch_nor_ctranslate2():
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_manifest_records_the_build_tools(tmp_path, isolated_cache, monkeypatch):
+    """Each manifest names what made its files (python, onnx, onnxruntime, numpy), and those versions are part of the
+    build key: a build with other tools is not taken for this one."""
+    from appliance.modelstore import build as b
+
+    [result] = build(["silero-vad"], tmp_path / "m", progress=lambda m: None)
+    tools = mf.read(result.folder).build_tools
+    assert {"python", "numpy", "onnx", "onnxruntime"} <= set(tools) and tools == b.build_tools()
+    assert all(tools.values())
+    key = b.build_key(["silero-vad==6.2.3"], "silero_vad", True)
+    monkeypatch.setattr(b, "build_tools", lambda: {**tools, "onnxruntime": "0.0.1"})
+    assert b.build_key(["silero-vad==6.2.3"], "silero_vad", True) != key
+    [again] = build(["silero-vad"], tmp_path / "m", progress=lambda m: None)
+    assert again.action == "built"  # not skipped, not taken from the cache of the other tools' build

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import importlib.metadata as md
 import inspect
 import json
 import logging
 import os
+import platform
 import re
 import shutil
 import tempfile
@@ -31,6 +33,8 @@ from appliance.modelstore.sources import ensure_package
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
+# The packages whose code writes or quantizes the graphs: their versions are part of the build key and the manifest
+BUILD_TOOLS = ("numpy", "onnx", "onnxscript", "onnxruntime", "sentencepiece")
 
 
 @dataclass(frozen=True)
@@ -64,10 +68,23 @@ def _converter_sources(module) -> list[str]:
     return [inspect.getsource(importlib.import_module(n)) for n in sorted(names)]
 
 
+def build_tools() -> dict[str, str]:
+    """{"python": "3.11.7", "onnx": "1.23.2", ...}: what a build here is made with (packages not installed are left out)."""
+    found = {"python": platform.python_version()}
+    for name in BUILD_TOOLS:
+        try:
+            found[name] = md.version(name)
+        except md.PackageNotFoundError:
+            pass
+    return found
+
+
 def build_key(parts: Iterable[str], converter_name: str, quantize: bool) -> str:
+    """Changes with the source packages, the converter's code, int8 or not, and the build tools' versions."""
     module = converter(converter_name)
     code = hashlib.sha256("\n".join(_converter_sources(module)).encode()).hexdigest()[:16]
-    blob = json.dumps({"sources": sorted(parts), "converter": converter_name, "code": code, "int8": quantize})
+    blob = json.dumps({"sources": sorted(parts), "converter": converter_name, "code": code, "int8": quantize,
+                       "tools": build_tools()}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
@@ -115,6 +132,7 @@ def _convert_into(folder: Path, name: str, kind: str, conv_name: str, src: Path,
         provenance=provenance, quantization=str(fields.get("quantization", "")), opset=int(fields.get("opset", 0)),
         files=files, sizes=sizes, source_lang=fields.get("source_lang"), target_lang=fields.get("target_lang"),
         format=conv_name, build_key=key, architecture=dict(fields.get("architecture", {})), appliance_version=__version__,
+        build_tools=build_tools(),
     )
     mf.write(manifest, folder)
     return manifest

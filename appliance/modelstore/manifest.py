@@ -35,6 +35,7 @@ class Manifest:
     build_key: str = ""
     architecture: dict = field(default_factory=dict)
     appliance_version: str = ""
+    build_tools: dict[str, str] = field(default_factory=dict)  # python and the packages that made the files: version
     schema: int = SCHEMA
 
     def to_json(self) -> str:
