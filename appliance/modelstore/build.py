@@ -34,7 +34,7 @@ from appliance.modelstore.sources import ensure_package
 log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
 # The packages whose code writes or quantizes the graphs: their versions are part of the build key and the manifest
-BUILD_TOOLS = ("numpy", "onnx", "onnxscript", "onnxruntime", "sentencepiece")
+BUILD_TOOLS = ("numpy", "onnx", "onnxruntime", "safetensors", "sentencepiece")
 
 
 @dataclass(frozen=True)

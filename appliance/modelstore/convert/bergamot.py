@@ -1,7 +1,7 @@
 """Bergamot / Firefox Translations "tiny" Marian models (int8 `*.intgemm.alphas.bin`) -> ONNX.
 
-The Marian binary is parsed here (no Marian needed), its int8 matrices are dequantized, an equivalent
-torch module is built and exported as three pieces the runtime (`appliance.translate`) drives:
+The Marian binary is parsed here (no Marian needed), its int8 matrices are dequantized, and `marian_graph` builds
+from them the three graphs the runtime (`appliance.translate`) drives:
 
 - `encoder.onnx`: tokens [B,S] + lengths [B] -> encoder_out, src_mask, and every decoder layer's
   cross-attention keys/values (computed once per sentence);
@@ -9,7 +9,6 @@ torch module is built and exported as three pieces the runtime (`appliance.trans
 - `output.onnx`: hidden -> logits over the whole vocabulary; plus `output.npz` (int8 rows + scales + bias)
   so the runtime can score only the lexical shortlist's rows (`lex.s2t.bin`, copied as-is).
 
-The torch building blocks here are shared with `marian_hf` (the Hugging Face OPUS-MT importer).
 Marian references: src/common/binary.cpp (file layout), src/models/transformer.h (post-norm "dan",
 sqrt(dim) embedding scale, sinusoidal positions, zero start embedding), src/rnn/cells.h (SSRU),
 src/data/shortlist.h (binary lexical shortlist).
@@ -18,7 +17,6 @@ src/data/shortlist.h (binary lexical shortlist).
 from __future__ import annotations
 
 import json
-import logging
 import math
 import shutil
 import struct
@@ -29,16 +27,15 @@ from typing import Callable
 
 import numpy as np
 
+from appliance.modelstore.convert import marian_graph as mg
 from appliance.modelstore.manifest import ModelError
 
-log = logging.getLogger(__name__)
-
 VERSION = "1"
-OPSET = 17
 MAX_POSITIONS = 1024  # rows of the position table baked into the graphs; the runtime caps lengths below it
 SHORTLIST_MAGIC = 0xF11A48D5013417F5
 SHORTLIST_FILE = "lex.s2t.bin"
 VOCAB_FILE = "vocab.spm"
+NORM_EPS = 1e-6  # Marian layerNorm (src/models/transformer.h)
 
 # Marian Type codes (src/common/types.h)
 _FLOAT32 = 0x0404
@@ -160,18 +157,6 @@ def load_marian(path: Path) -> MarianModel:
     return MarianModel(config, tensors, emb_int8, emb_scale)
 
 
-def sinusoid_table(positions: int, dim: int, *, marian: bool) -> np.ndarray:
-    """Sinusoidal positions: sin in the first half, cos in the second.
-
-    Marian: frequency_i = exp(-i * ln(10000) / (dim/2 - 1)); Hugging Face Marian: 1 / 10000^(2i/dim).
-    """
-    half = dim // 2
-    i = np.arange(half, dtype=np.float64)
-    freq = np.exp(-i * math.log(10000.0) / (half - 1)) if marian else 1.0 / np.power(10000.0, 2 * i / dim)
-    angles = np.arange(positions, dtype=np.float64)[:, None] * freq[None, :]
-    return np.concatenate([np.sin(angles), np.cos(angles)], axis=1).astype(np.float32)
-
-
 # ------------------------------------------------------------------------------------------ shortlist
 
 
@@ -195,269 +180,7 @@ def read_shortlist(path: Path, vocab_size: int) -> dict:
             "source_vocab": int(n_offsets - 1), "entries": int(n_ids)}
 
 
-# ----------------------------------------------------------------------------------------- torch parts
-
-
-def _torch():
-    import torch  # build-time only
-
-    return torch
-
-
-def build_modules():
-    """The torch modules (defined lazily so importing this file never needs torch)."""
-    torch = _torch()
-    nn = torch.nn
-    F = torch.nn.functional
-
-    def param(a) -> nn.Parameter:
-        return nn.Parameter(torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)), requires_grad=False)
-
-    class Dense(nn.Module):
-        """x @ W + b with W stored [in, out] (exports as MatMul with a weight initializer: quantizable)."""
-
-        def __init__(self, w, b=None):
-            super().__init__()
-            self.w = param(w)
-            self.b = param(np.asarray(b).reshape(-1)) if b is not None else None
-
-        def forward(self, x):
-            y = torch.matmul(x, self.w)
-            return y + self.b if self.b is not None else y
-
-    class Norm(nn.Module):
-        def __init__(self, g, b, eps):
-            super().__init__()
-            self.g, self.b, self.eps = param(np.asarray(g).reshape(-1)), param(np.asarray(b).reshape(-1)), eps
-
-        def forward(self, x):
-            return F.layer_norm(x, (int(self.g.shape[0]),), self.g, self.b, self.eps)
-
-    def activation(name: str):
-        return {"relu": F.relu, "swish": F.silu, "silu": F.silu, "gelu": F.gelu,
-                "gelu_new": lambda x: F.gelu(x, approximate="tanh")}[name]
-
-    def split_heads(x, heads: int, head_dim: int):  # [N, T, D] -> [N, H, T, dh]; static sizes keep the graph small
-        return x.reshape(x.shape[0], -1, heads, head_dim).transpose(1, 2)
-
-    def attend(q, k, v, bias, heads: int, head_dim: int):  # q [N,H,Tq,dh], k/v [N,H,Tk,dh], bias broadcast to [N,H,Tq,Tk]
-        scores = torch.matmul(q, k.transpose(-1, -2)) * (1.0 / math.sqrt(head_dim)) + bias
-        out = torch.matmul(torch.softmax(scores, dim=-1), v)  # [N,H,Tq,dh]
-        return out.transpose(1, 2).reshape(out.shape[0], -1, heads * head_dim)
-
-    class Attention(nn.Module):
-        def __init__(self, q, k, v, o, heads):
-            super().__init__()
-            self.q, self.k, self.v, self.o, self.heads = q, k, v, o, heads
-            self.head_dim = int(q.w.shape[1]) // heads
-
-        def project_kv(self, x):
-            return (split_heads(self.k(x), self.heads, self.head_dim),
-                    split_heads(self.v(x), self.heads, self.head_dim))
-
-        def forward(self, x, k, v, bias):
-            q = split_heads(self.q(x), self.heads, self.head_dim)
-            return self.o(attend(q, k, v, bias, self.heads, self.head_dim))
-
-    class FFN(nn.Module):
-        def __init__(self, w1, w2, act):
-            super().__init__()
-            self.w1, self.w2, self.act = w1, w2, activation(act)
-
-        def forward(self, x):
-            return self.w2(self.act(self.w1(x)))
-
-    class EncoderLayer(nn.Module):
-        """Post-norm transformer layer: x = LN(x + att(x)); x = LN(x + ffn(x))."""
-
-        def __init__(self, att, att_norm, ffn, ffn_norm):
-            super().__init__()
-            self.att, self.att_norm, self.ffn, self.ffn_norm = att, att_norm, ffn, ffn_norm
-
-        def forward(self, x, bias):
-            k, v = self.att.project_kv(x)
-            x = self.att_norm(x + self.att(x, k, v, bias))
-            return self.ffn_norm(x + self.ffn(x))
-
-    class Encoder(nn.Module):
-        """tokens [B,S] int64, lengths [B] int64 -> encoder_out [B,S,D], src_mask [B,S], cross_k/v [L,B,H,S,dh]."""
-
-        def __init__(self, emb, emb_scale, pos, layers, cross, final_norm=None):
-            super().__init__()
-            self.emb, self.emb_scale, self.pos = param(emb), emb_scale, param(pos)
-            self.layers = nn.ModuleList(layers)
-            self.cross = nn.ModuleList(cross)  # decoder cross-attention modules (their k/v projections)
-            self.final_norm = final_norm
-
-        def forward(self, tokens, lengths):
-            s = tokens.shape[1]
-            steps = torch.arange(s, dtype=torch.int64)
-            x = self.emb[tokens] * self.emb_scale + self.pos[steps].unsqueeze(0)
-            mask = (steps.unsqueeze(0) < lengths.unsqueeze(1)).to(torch.float32)
-            bias = ((1.0 - mask) * -1e9).unsqueeze(1).unsqueeze(1)
-            for layer in self.layers:
-                x = layer(x, bias)
-            if self.final_norm is not None:
-                x = self.final_norm(x)
-            ks, vs = zip(*(c.project_kv(x) for c in self.cross))
-            return x, mask, torch.stack(ks), torch.stack(vs)
-
-    class SSRU(nn.Module):
-        """Marian SSRU: c = sigmoid(f) * c_prev + (1 - sigmoid(f)) * xW; out = relu(c)  (src/rnn/cells.h)."""
-
-        def __init__(self, w, wf, bf):
-            super().__init__()
-            self.w, self.wf = Dense(w), Dense(wf, bf)
-
-        def forward(self, x, c):
-            f = torch.sigmoid(self.wf(x))
-            c = f * c + (1.0 - f) * self.w(x)
-            return torch.relu(c), c
-
-    class SSRUDecoderStep(nn.Module):
-        """One step: tokens [N] (previous output; ignored at step 0, where Marian feeds a zero embedding),
-        step [1] int64, states [L,N,D], cross_k/v [L,N,H,S,dh], src_mask [N,S] -> hidden [N,D], states."""
-
-        def __init__(self, emb, emb_scale, pos, layers):
-            super().__init__()
-            self.emb, self.emb_scale, self.pos = param(emb), emb_scale, param(pos)
-            self.layers = nn.ModuleList(nn.ModuleList(parts) for parts in layers)  # (ssru, norm, att, norm, ffn, norm)
-
-        def forward(self, tokens, step, states, cross_k, cross_v, src_mask):
-            started = (step > 0).to(torch.float32)
-            x = self.emb[tokens] * (self.emb_scale * started) + self.pos[step]  # [N,D]
-            x = x.unsqueeze(1)  # [N,1,D]
-            bias = ((1.0 - src_mask) * -1e9).unsqueeze(1).unsqueeze(1)
-            new_states = []
-            for i, (ssru, ssru_norm, att, att_norm, ffn, ffn_norm) in enumerate(self.layers):
-                out, c = ssru(x, states[i].unsqueeze(1))
-                new_states.append(c.squeeze(1))
-                x = ssru_norm(x + out)
-                x = att_norm(x + att(x, cross_k[i], cross_v[i], bias))
-                x = ffn_norm(x + ffn(x))
-            return x.squeeze(1), torch.stack(new_states)
-
-    class TransformerDecoderStep(nn.Module):
-        """One step with a self-attention KV cache: tokens [N], step [1], past_k/v [L,N,H,T,dh], cross_k/v,
-        src_mask -> hidden [N,D], present_k/v [L,N,H,T+1,dh]."""
-
-        def __init__(self, emb, emb_scale, pos, layers, final_norm=None):
-            super().__init__()
-            self.emb, self.emb_scale, self.pos = param(emb), emb_scale, param(pos)
-            self.layers = nn.ModuleList(nn.ModuleList(parts) for parts in layers)  # (self, norm, cross, norm, ffn, norm)
-            self.final_norm = final_norm
-
-        def forward(self, tokens, step, past_k, past_v, cross_k, cross_v, src_mask):
-            x = (self.emb[tokens] * self.emb_scale + self.pos[step]).unsqueeze(1)
-            bias = ((1.0 - src_mask) * -1e9).unsqueeze(1).unsqueeze(1)
-            ks, vs = [], []
-            for i, (self_att, self_norm, att, att_norm, ffn, ffn_norm) in enumerate(self.layers):
-                k, v = self_att.project_kv(x)
-                k = torch.cat([past_k[i], k], dim=2)
-                v = torch.cat([past_v[i], v], dim=2)
-                ks.append(k)
-                vs.append(v)
-                x = self_norm(x + self_att(x, k, v, 0.0))
-                x = att_norm(x + att(x, cross_k[i], cross_v[i], bias))
-                x = ffn_norm(x + ffn(x))
-            if self.final_norm is not None:
-                x = self.final_norm(x)
-            return x.squeeze(1), torch.stack(ks), torch.stack(vs)
-
-    class Output(nn.Module):
-        """hidden [N,D] -> logits [N,V] = hidden @ E^T + b."""
-
-        def __init__(self, emb, bias):
-            super().__init__()
-            self.proj = Dense(np.ascontiguousarray(np.asarray(emb).T), bias)
-
-        def forward(self, hidden):
-            return self.proj(hidden)
-
-    return {"Dense": Dense, "Norm": Norm, "Attention": Attention, "FFN": FFN, "EncoderLayer": EncoderLayer,
-            "Encoder": Encoder, "SSRU": SSRU, "SSRUDecoderStep": SSRUDecoderStep,
-            "TransformerDecoderStep": TransformerDecoderStep, "Output": Output}
-
-
-# ----------------------------------------------------------------------------------------- export
-
-
-def export(module, args: tuple, path: Path, inputs: list[str], outputs: list[str], dynamic: dict) -> None:
-    import warnings
-
-    torch = _torch()
-    module.eval()
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # tracer / legacy-exporter notices: the graphs are checked after export
-        torch.onnx.export(module, args, str(path), input_names=inputs, output_names=outputs, dynamic_axes=dynamic,
-                          opset_version=OPSET, do_constant_folding=True, dynamo=False)
-
-
-def quantize_file(path: Path, *, per_channel: bool) -> None:
-    """int8 dynamic quantization in place: MatMul weights (per output channel or per tensor), embedding Gathers."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    tmp = path.with_suffix(".int8.onnx")
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)  # the quantizer warns on the root logger about optional shape pre-processing
-    try:
-        quantize_dynamic(str(path), str(tmp), per_channel=per_channel, weight_type=QuantType.QInt8,
-                         op_types_to_quantize=["MatMul", "Gather"])
-    finally:
-        root.setLevel(level)
-    tmp.replace(path)
-
-
-def check_onnx(path: Path) -> None:
-    import onnx
-
-    onnx.checker.check_model(str(path))
-
-
-def export_set(modules: dict, shapes: dict, out: Path, *, quantize: bool, progress: Callable[[str], None],
-               decoder_kind: str, per_channel: bool) -> None:
-    """Export encoder / decoder step / output graphs with small example inputs and dynamic axes."""
-    torch = _torch()
-    layers, heads, dh, dim = shapes["decoder_layers"], shapes["heads"], shapes["head_dim"], shapes["dim"]
-    b, s, n = 2, 5, 2
-    tokens = torch.tensor([[5, 6, 7, 8, 0], [9, 10, 0, 0, 0]], dtype=torch.int64)
-    lengths = torch.tensor([5, 3], dtype=torch.int64)
-    progress("exporting encoder.onnx")
-    export(modules["encoder"], (tokens, lengths), out / "encoder.onnx", ["tokens", "lengths"],
-           ["encoder_out", "src_mask", "cross_k", "cross_v"],
-           {"tokens": {0: "batch", 1: "src_len"}, "lengths": {0: "batch"}, "encoder_out": {0: "batch", 1: "src_len"},
-            "src_mask": {0: "batch", 1: "src_len"}, "cross_k": {1: "batch", 3: "src_len"},
-            "cross_v": {1: "batch", 3: "src_len"}})
-    step_tokens = torch.tensor([3, 4], dtype=torch.int64)
-    step = torch.tensor([1], dtype=torch.int64)
-    cross = torch.zeros(layers, n, heads, s, dh)
-    mask = torch.ones(n, s)
-    progress("exporting decoder.onnx")
-    if decoder_kind == "ssru":
-        states = torch.zeros(layers, n, dim)
-        export(modules["decoder"], (step_tokens, step, states, cross, cross, mask), out / "decoder.onnx",
-               ["tokens", "step", "states", "cross_k", "cross_v", "src_mask"], ["hidden", "new_states"],
-               {"tokens": {0: "n"}, "states": {1: "n"}, "cross_k": {1: "n", 3: "src_len"},
-                "cross_v": {1: "n", 3: "src_len"}, "src_mask": {0: "n", 1: "src_len"}, "hidden": {0: "n"},
-                "new_states": {1: "n"}})
-    else:
-        past = torch.zeros(layers, n, heads, 1, dh)
-        export(modules["decoder"], (step_tokens, step, past, past, cross, cross, mask), out / "decoder.onnx",
-               ["tokens", "step", "past_k", "past_v", "cross_k", "cross_v", "src_mask"],
-               ["hidden", "present_k", "present_v"],
-               {"tokens": {0: "n"}, "past_k": {1: "n", 3: "past"}, "past_v": {1: "n", 3: "past"},
-                "cross_k": {1: "n", 3: "src_len"}, "cross_v": {1: "n", 3: "src_len"},
-                "src_mask": {0: "n", 1: "src_len"}, "hidden": {0: "n"}, "present_k": {1: "n", 3: "total"},
-                "present_v": {1: "n", 3: "total"}})
-    progress("exporting output.onnx")
-    export(modules["output"], (torch.zeros(n, dim),), out / "output.onnx", ["hidden"], ["logits"],
-           {"hidden": {0: "n"}, "logits": {0: "n"}})
-    for name in ("encoder.onnx", "decoder.onnx", "output.onnx"):
-        if quantize:
-            progress(f"quantizing {name} (int8 dynamic, per {'channel' if per_channel else 'tensor'})")
-            quantize_file(out / name, per_channel=per_channel)
-        check_onnx(out / name)
+# ----------------------------------------------------------------------------------------- output rows
 
 
 def save_output_rows(emb: np.ndarray, bias: np.ndarray, out: Path, int8: np.ndarray | None = None,
@@ -504,18 +227,8 @@ def check_source(src: Path) -> None:
         raise ModelError(f"{src} is not a Bergamot model folder: {models[0].name} is not a Marian binary model")
 
 
-def convert(src: Path, out: Path, *, progress: Callable[[str], None], quantize: bool = True) -> dict:
-    started = time.monotonic()
-    src, out = Path(src), Path(out)
-    check_source(src)
-    model_path = _find(src, "model.*.bin")[0]
-    vocabs = _find(src, "vocab*.spm")
-    if len({p.read_bytes() for p in vocabs}) != 1:
-        raise ModelError(f"{src}: separate source and target vocabularies are not supported (found "
-                         f"{', '.join(p.name for p in vocabs)}); Bergamot tiny models share one vocab")
-    source_lang, target_lang = _lang_pair(src, model_path)
-    progress(f"reading {model_path.name}")
-    m = load_marian(model_path)
+def _check_config(m: MarianModel, model_path: Path) -> None:
+    """Refuse what the graphs cannot express, naming the setting."""
     cfg, t = m.config, m.tensors
     if cfg.get("type") != "transformer" or cfg.get("transformer-decoder-autoreg") != "rnn" \
             or cfg.get("dec-cell") != "ssru":
@@ -527,80 +240,110 @@ def convert(src: Path, out: Path, *, progress: Callable[[str], None], quantize: 
                          f"'{cfg.get('transformer-postprocess')}' is not supported; expected post-norm 'dan'")
     if "Wemb" not in t or "decoder_ff_logit_out_b" not in t:
         raise ModelError(f"{model_path}: missing the tied embedding Wemb or decoder_ff_logit_out_b")
-    dim = int(cfg.get("dim-emb", t["Wemb"].shape[1]))
-    heads = int(cfg.get("transformer-heads", 8))
-    enc_layers = int(cfg.get("enc-depth", 6))
-    dec_layers = int(cfg.get("dec-depth", 2))
-    act = str(cfg.get("transformer-ffn-activation", "relu"))
     depth = int(cfg.get("transformer-ffn-depth", 2))
     if depth != 2:
         raise ModelError(f"{model_path}: transformer-ffn-depth {depth} is not supported (expected 2)")
-    emb = t["Wemb"]
-    vocab_size = emb.shape[0]
-    progress(f"building torch module: {enc_layers} encoder layers, {dec_layers} SSRU decoder layers, "
-             f"dim {dim}, {heads} heads, vocab {vocab_size}")
-    mods = build_modules()
-    Dense, Norm, Attention, FFN = mods["Dense"], mods["Norm"], mods["Attention"], mods["FFN"]
-    eps = 1e-6  # Marian layerNorm (src/models/transformer.h)
+    act = str(cfg.get("transformer-ffn-activation", "relu"))
+    if act not in mg.ACTIVATIONS:
+        raise ModelError(f"{model_path}: transformer-ffn-activation '{act}' is not supported "
+                         f"(expected one of {', '.join(mg.ACTIVATIONS)})")
 
-    def att(prefix: str):
-        return Attention(Dense(t[prefix + "_Wq"], t[prefix + "_bq"]), Dense(t[prefix + "_Wk"], t[prefix + "_bk"]),
-                         Dense(t[prefix + "_Wv"], t[prefix + "_bv"]), Dense(t[prefix + "_Wo"], t[prefix + "_bo"]),
-                         heads)
 
-    def norm(prefix: str):
-        return Norm(t[prefix + "_ln_scale"], t[prefix + "_ln_bias"], eps)
+def _attention(t: dict[str, np.ndarray], prefix: str) -> mg.Attention:
+    return mg.Attention(*(mg.Linear(t[f"{prefix}_W{p}"], t[f"{prefix}_b{p}"]) for p in "qkvo"))
 
-    def ffn(prefix: str):
-        return FFN(Dense(t[prefix + "_W1"], t[prefix + "_b1"]), Dense(t[prefix + "_W2"], t[prefix + "_b2"]), act)
 
+def _norm(t: dict[str, np.ndarray], prefix: str) -> mg.Norm:
+    return mg.Norm(t[prefix + "_ln_scale"], t[prefix + "_ln_bias"], NORM_EPS)
+
+
+def _ffn(t: dict[str, np.ndarray], prefix: str, act: str) -> mg.FFN:
+    return mg.FFN(mg.Linear(t[prefix + "_W1"], t[prefix + "_b1"]), mg.Linear(t[prefix + "_W2"], t[prefix + "_b2"]), act)
+
+
+def _weights(m: MarianModel, model_path: Path) -> mg.MarianWeights:
+    """The Marian tensors arranged as a transformer encoder + SSRU decoder sharing one embedding with the output."""
+    cfg, t = m.config, m.tensors
+    dim = int(cfg.get("dim-emb", t["Wemb"].shape[1]))
+    act = str(cfg.get("transformer-ffn-activation", "relu"))
     try:
-        pos = sinusoid_table(MAX_POSITIONS, dim, marian=True)
-        enc = [mods["EncoderLayer"](att(f"encoder_l{i}_self"), norm(f"encoder_l{i}_self_Wo"),
-                                    ffn(f"encoder_l{i}_ffn"), norm(f"encoder_l{i}_ffn_ffn"))
-               for i in range(1, enc_layers + 1)]
-        dec = [(mods["SSRU"](t[f"decoder_l{i}_rnn_W"], t[f"decoder_l{i}_rnn_Wf"], t[f"decoder_l{i}_rnn_bf"]),
-                norm(f"decoder_l{i}_rnn_ffn"), att(f"decoder_l{i}_context"), norm(f"decoder_l{i}_context_Wo"),
-                ffn(f"decoder_l{i}_ffn"), norm(f"decoder_l{i}_ffn_ffn")) for i in range(1, dec_layers + 1)]
+        enc = [mg.EncoderLayer(_attention(t, f"encoder_l{i}_self"), _norm(t, f"encoder_l{i}_self_Wo"),
+                               _ffn(t, f"encoder_l{i}_ffn", act), _norm(t, f"encoder_l{i}_ffn_ffn"))
+               for i in range(1, int(cfg.get("enc-depth", 6)) + 1)]
+        dec = [mg.SSRULayer(t[f"decoder_l{i}_rnn_W"], mg.Linear(t[f"decoder_l{i}_rnn_Wf"], t[f"decoder_l{i}_rnn_bf"]),
+                            _norm(t, f"decoder_l{i}_rnn_ffn"), _attention(t, f"decoder_l{i}_context"),
+                            _norm(t, f"decoder_l{i}_context_Wo"), _ffn(t, f"decoder_l{i}_ffn", act),
+                            _norm(t, f"decoder_l{i}_ffn_ffn"))
+               for i in range(1, int(cfg.get("dec-depth", 2)) + 1)]
     except KeyError as exc:
         raise ModelError(f"{model_path}: missing tensor {exc}; not a Bergamot tiny transformer/SSRU model") from None
-    scale = math.sqrt(dim)
-    modules = {
-        "encoder": mods["Encoder"](emb, scale, pos, enc, [d[2] for d in dec]),
-        "decoder": mods["SSRUDecoderStep"](emb, scale, pos, dec),
-        "output": mods["Output"](emb, t["decoder_ff_logit_out_b"]),
-    }
-    shapes = {"decoder_layers": dec_layers, "heads": heads, "head_dim": dim // heads, "dim": dim}
-    export_set(modules, shapes, out, quantize=quantize, progress=progress, decoder_kind="ssru", per_channel=False)
-    save_output_rows(emb, t["decoder_ff_logit_out_b"], out, m.embedding_int8, m.embedding_scale)
+    emb, pos = t["Wemb"], mg.sinusoid_table(MAX_POSITIONS, dim, marian=True)
+    return mg.MarianWeights(heads=int(cfg.get("transformer-heads", 8)), emb_scale=math.sqrt(dim), enc_emb=emb,
+                            enc_pos=pos, encoder=enc, dec_emb=emb, dec_pos=pos, decoder=dec,
+                            output=mg.Linear(np.ascontiguousarray(emb.T), t["decoder_ff_logit_out_b"]))
 
-    shutil.copy2(vocabs[0], out / VOCAB_FILE)
-    shortlist = None
+
+def _shared_vocab(src: Path) -> Path:
+    vocabs = _find(src, "vocab*.spm")
+    if len({p.read_bytes() for p in vocabs}) != 1:
+        raise ModelError(f"{src}: separate source and target vocabularies are not supported (found "
+                         f"{', '.join(p.name for p in vocabs)}); Bergamot tiny models share one vocab")
+    return vocabs[0]
+
+
+def _copy_shortlist(src: Path, out: Path, vocab_size: int) -> dict | None:
     lex = _find(src, "lex*.bin")
-    if lex:
-        shortlist = read_shortlist(lex[0], vocab_size)
-        shutil.copy2(lex[0], out / SHORTLIST_FILE)
-        shortlist["shared_vocab"] = True  # one vocabulary: Marian adds the source tokens to the shortlist
-    max_length_factor = _read_max_length_factor(src)
-    facts = {
-        "format": "bergamot", "decoder": "ssru", "source_lang": source_lang, "target_lang": target_lang,
-        "dim": dim, "heads": heads, "encoder_layers": enc_layers, "decoder_layers": dec_layers,
-        "vocab_size": vocab_size, "eos_id": 0, "unk_id": 1, "pad_id": 0, "decoder_start_id": 0,
+    if not lex:
+        return None
+    shortlist = read_shortlist(lex[0], vocab_size)
+    shutil.copy2(lex[0], out / SHORTLIST_FILE)
+    shortlist["shared_vocab"] = True  # one vocabulary: Marian adds the source tokens to the shortlist
+    return shortlist
+
+
+def _facts(w: mg.MarianWeights, langs: tuple[str, str], shortlist: dict | None, max_length_factor: float,
+           quantize: bool) -> dict:
+    """marian.json: what the runtime needs to drive the graphs."""
+    return {
+        "format": "bergamot", "decoder": "ssru", "source_lang": langs[0], "target_lang": langs[1],
+        "dim": w.dim, "heads": w.heads, "encoder_layers": len(w.encoder), "decoder_layers": len(w.decoder),
+        "vocab_size": int(w.enc_emb.shape[0]), "eos_id": 0, "unk_id": 1, "pad_id": 0, "decoder_start_id": 0,
         "zero_start_embedding": True, "source_spm": VOCAB_FILE, "target_spm": VOCAB_FILE, "vocab": None,
         "max_positions": MAX_POSITIONS, "max_length_factor": max_length_factor, "allow_unk": False,
         "shortlist": shortlist, "quantized": quantize,
         "files": {"encoder": "encoder.onnx", "decoder": "decoder.onnx", "output": "output.onnx",
                   "output_rows": "output.npz"},
     }
+
+
+def convert(src: Path, out: Path, *, progress: Callable[[str], None], quantize: bool = True) -> dict:
+    started = time.monotonic()
+    src, out = Path(src), Path(out)
+    check_source(src)
+    model_path = _find(src, "model.*.bin")[0]
+    vocab = _shared_vocab(src)
+    langs = _lang_pair(src, model_path)
+    progress(f"reading {model_path.name}")
+    m = load_marian(model_path)
+    _check_config(m, model_path)
+    w = _weights(m, model_path)
+    vocab_size = int(w.enc_emb.shape[0])
+    progress(f"building graphs: {len(w.encoder)} encoder layers, {len(w.decoder)} SSRU decoder layers, "
+             f"dim {w.dim}, {w.heads} heads, vocab {vocab_size}")
+    mg.write_graphs(w, out, quantize=quantize, per_channel=False, progress=progress)
+    save_output_rows(w.enc_emb, w.output.b, out, m.embedding_int8, m.embedding_scale)
+    shutil.copy2(vocab, out / VOCAB_FILE)
+    shortlist = _copy_shortlist(src, out, vocab_size)
+    facts = _facts(w, langs, shortlist, _read_max_length_factor(src), quantize)
     (out / "marian.json").write_text(json.dumps(facts, indent=2) + "\n")
     progress(f"converted in {time.monotonic() - started:.1f} s")
     return {
-        "source_lang": source_lang, "target_lang": target_lang, "languages": [source_lang, target_lang],
+        "source_lang": langs[0], "target_lang": langs[1], "languages": list(langs),
         "quantization": QUANTIZATION_INT8 if quantize else "none (float32; weights dequantized from Marian int8)",
-        "opset": OPSET,
-        "architecture": {"type": "transformer encoder + SSRU decoder (Marian/Bergamot tiny)", "dim": dim,
-                         "heads": heads, "encoder_layers": enc_layers, "decoder_layers": dec_layers,
-                         "ffn": int(t["encoder_l1_ffn_W1"].shape[1]), "vocab": vocab_size,
+        "opset": mg.OPSET,
+        "architecture": {"type": "transformer encoder + SSRU decoder (Marian/Bergamot tiny)", "dim": w.dim,
+                         "heads": w.heads, "encoder_layers": len(w.encoder), "decoder_layers": len(w.decoder),
+                         "ffn": int(w.encoder[0].ffn.w1.w.shape[1]), "vocab": vocab_size,
                          "shortlist": bool(shortlist)},
     }
 

@@ -4,7 +4,8 @@ Input: config.json (model_type "marian"), model.safetensors or pytorch_model.bin
 vocab.json (one shared piece -> id map). Output: encoder.onnx, decoder.onnx (a post-norm transformer decoder step
 with a self-attention KV cache instead of Bergamot's SSRU), output.onnx, the two sentencepiece models, vocab.json
 and marian.json with decoder "transformer"; the runtime picks its decode loop from marian.json.
-The weights are read directly (safetensors / torch), so converting needs no `transformers`.
+The weights are read with numpy (safetensors, or `torch_pickle` for a torch checkpoint) and `marian_graph` builds the
+graphs, so converting needs neither `transformers` nor torch.
 """
 
 from __future__ import annotations
@@ -19,13 +20,15 @@ from typing import Callable
 
 import numpy as np
 
-from appliance.modelstore.convert import bergamot as common
+from appliance.modelstore.convert import marian_graph as mg
+from appliance.modelstore.convert import torch_pickle
 from appliance.modelstore.manifest import ModelError
 
 VERSION = "1"
 QUANTIZATION_INT8 = "int8 dynamic per-channel (MatMul weights), embedding Gather per tensor"
 REQUIRED = ("config.json", "source.spm", "target.spm", "vocab.json")
 WEIGHTS = ("model.safetensors", "pytorch_model.bin")
+NORM_EPS = 1e-5  # torch.nn.LayerNorm's default, which MarianMTModel keeps
 
 
 def check_source(src: Path) -> None:
@@ -47,15 +50,13 @@ def check_source(src: Path) -> None:
 
 
 def _state_dict(src: Path) -> dict[str, np.ndarray]:
+    """Every weight as float32 without the leading "model." (safetensors, or a torch checkpoint read without torch)."""
     if (src / "model.safetensors").is_file():
         from safetensors.numpy import load_file
 
         raw = load_file(str(src / "model.safetensors"))
     else:
-        import torch
-
-        raw = {k: v.float().numpy() for k, v in torch.load(str(src / "pytorch_model.bin"), map_location="cpu",
-                                                           weights_only=True).items()}
+        raw = torch_pickle.state_dict(src / "pytorch_model.bin")
     out = {}
     for key, value in raw.items():
         out[key[len("model."):] if key.startswith("model.") else key] = np.asarray(value, dtype=np.float32)
@@ -75,11 +76,7 @@ def _languages(src: Path) -> tuple[str, str]:
                      "tokenizer_config.json or name the folder opus-mt-<src>-<tgt>")
 
 
-def convert(src: Path, out: Path, *, progress: Callable[[str], None], quantize: bool = True) -> dict:
-    started = time.monotonic()
-    src, out = Path(src), Path(out)
-    check_source(src)
-    cfg = json.loads((src / "config.json").read_text())
+def _check_config(src: Path, cfg: dict) -> None:
     tok_cfg = json.loads((src / "tokenizer_config.json").read_text()) if (src / "tokenizer_config.json").is_file() \
         else {}
     if tok_cfg.get("separate_vocabs"):
@@ -87,82 +84,105 @@ def convert(src: Path, out: Path, *, progress: Callable[[str], None], quantize: 
                          "use an OPUS-MT model with one shared vocab.json")
     if cfg.get("normalize_before") or cfg.get("add_final_layer_norm"):
         raise ModelError(f"{src}: pre-norm Marian variants are not supported (normalize_before / add_final_layer_norm)")
-    source_lang, target_lang = _languages(src)
-    vocab = json.loads((src / "vocab.json").read_text())
-    dim, heads = int(cfg["d_model"]), int(cfg["encoder_attention_heads"])
-    enc_layers, dec_layers = int(cfg["encoder_layers"]), int(cfg["decoder_layers"])
-    if int(cfg.get("decoder_attention_heads", heads)) != heads:
+    if int(cfg.get("decoder_attention_heads", cfg["encoder_attention_heads"])) != int(cfg["encoder_attention_heads"]):
         raise ModelError(f"{src}: different encoder/decoder head counts are not supported")
     act = str(cfg.get("activation_function", "swish"))
-    eos, pad = int(cfg["eos_token_id"]), int(cfg["pad_token_id"])
-    start = int(cfg["decoder_start_token_id"]) if cfg.get("decoder_start_token_id") is not None else pad
-    positions = int(cfg.get("max_position_embeddings", 512))
-    progress(f"reading weights ({enc_layers}+{dec_layers} layers, dim {dim}, {heads} heads)")
+    if act not in mg.ACTIVATIONS:
+        raise ModelError(f"{src}: activation_function '{act}' is not supported "
+                         f"(expected one of {', '.join(mg.ACTIVATIONS)})")
+
+
+def _lin(t: dict[str, np.ndarray], prefix: str) -> mg.Linear:
+    return mg.Linear(t[prefix + ".weight"].T, t.get(prefix + ".bias"))  # torch Linear stores [out, in]
+
+
+def _attention(t: dict[str, np.ndarray], prefix: str) -> mg.Attention:
+    return mg.Attention(*(_lin(t, f"{prefix}.{p}_proj") for p in ("q", "k", "v", "out")))
+
+
+def _norm(t: dict[str, np.ndarray], prefix: str) -> mg.Norm:
+    return mg.Norm(t[prefix + ".weight"], t[prefix + ".bias"], NORM_EPS)
+
+
+def _ffn(t: dict[str, np.ndarray], prefix: str, act: str) -> mg.FFN:
+    return mg.FFN(_lin(t, prefix + ".fc1"), _lin(t, prefix + ".fc2"), act)
+
+
+def _layers(t: dict[str, np.ndarray], cfg: dict) -> tuple[list[mg.EncoderLayer], list[mg.TransformerLayer]]:
+    act = str(cfg.get("activation_function", "swish"))
+    enc = [mg.EncoderLayer(_attention(t, f"encoder.layers.{i}.self_attn"),
+                           _norm(t, f"encoder.layers.{i}.self_attn_layer_norm"), _ffn(t, f"encoder.layers.{i}", act),
+                           _norm(t, f"encoder.layers.{i}.final_layer_norm"))
+           for i in range(int(cfg["encoder_layers"]))]
+    dec = [mg.TransformerLayer(_attention(t, f"decoder.layers.{i}.self_attn"),
+                               _norm(t, f"decoder.layers.{i}.self_attn_layer_norm"),
+                               _attention(t, f"decoder.layers.{i}.encoder_attn"),
+                               _norm(t, f"decoder.layers.{i}.encoder_attn_layer_norm"),
+                               _ffn(t, f"decoder.layers.{i}", act), _norm(t, f"decoder.layers.{i}.final_layer_norm"))
+           for i in range(int(cfg["decoder_layers"]))]
+    return enc, dec
+
+
+def _weights(src: Path, cfg: dict, vocab: dict[str, int]) -> mg.MarianWeights:
     t = _state_dict(src)
     emb = t.get("shared.weight", t.get("encoder.embed_tokens.weight"))
     if emb is None:
         raise ModelError(f"{src}: no shared embedding (model.shared.weight) in the weights")
-    dec_emb = t.get("decoder.embed_tokens.weight", emb)
-    vocab_size = emb.shape[0]
+    vocab_size, dim = emb.shape
     if vocab_size != int(cfg.get("vocab_size", vocab_size)) or max(vocab.values()) >= vocab_size:
         raise ModelError(f"{src}: vocab.json ({len(vocab)} pieces) does not fit the embedding ({vocab_size} rows)")
     lm_head = emb if cfg.get("tie_word_embeddings", True) or "lm_head.weight" not in t else t["lm_head.weight"]
     bias = t.get("final_logits_bias", np.zeros((1, vocab_size), np.float32)).reshape(-1)
-    scale = math.sqrt(dim) if cfg.get("scale_embedding", True) else 1.0
-    enc_pos = t.get("encoder.embed_positions.weight", common.sinusoid_table(positions, dim, marian=False))
-    dec_pos = t.get("decoder.embed_positions.weight", common.sinusoid_table(positions, dim, marian=False))
-
-    mods = common.build_modules()
-    Dense, Norm, Attention, FFN = mods["Dense"], mods["Norm"], mods["Attention"], mods["FFN"]
-
-    def lin(prefix: str):
-        return Dense(t[prefix + ".weight"].T, t.get(prefix + ".bias"))
-
-    def att(prefix: str):
-        return Attention(lin(prefix + ".q_proj"), lin(prefix + ".k_proj"), lin(prefix + ".v_proj"),
-                         lin(prefix + ".out_proj"), heads)
-
-    def norm(prefix: str):
-        return Norm(t[prefix + ".weight"], t[prefix + ".bias"], 1e-5)
-
-    def ffn(prefix: str):
-        return FFN(lin(prefix + ".fc1"), lin(prefix + ".fc2"), act)
-
     try:
-        enc = [mods["EncoderLayer"](att(f"encoder.layers.{i}.self_attn"), norm(f"encoder.layers.{i}.self_attn_layer_norm"),
-                                    ffn(f"encoder.layers.{i}"), norm(f"encoder.layers.{i}.final_layer_norm"))
-               for i in range(enc_layers)]
-        dec = [(att(f"decoder.layers.{i}.self_attn"), norm(f"decoder.layers.{i}.self_attn_layer_norm"),
-                att(f"decoder.layers.{i}.encoder_attn"), norm(f"decoder.layers.{i}.encoder_attn_layer_norm"),
-                ffn(f"decoder.layers.{i}"), norm(f"decoder.layers.{i}.final_layer_norm")) for i in range(dec_layers)]
+        enc, dec = _layers(t, cfg)
     except KeyError as exc:
         raise ModelError(f"{src}: missing weight {exc}; not a MarianMTModel checkpoint") from None
-    modules = {
-        "encoder": mods["Encoder"](emb, scale, enc_pos, enc, [d[2] for d in dec]),
-        "decoder": mods["TransformerDecoderStep"](dec_emb, scale, dec_pos, dec),
-        "output": mods["Output"](lm_head, bias),
-    }
-    shapes = {"decoder_layers": dec_layers, "heads": heads, "head_dim": dim // heads, "dim": dim}
-    common.export_set(modules, shapes, out, quantize=quantize, progress=progress, decoder_kind="transformer",
-                      per_channel=True)
-    for name in ("source.spm", "target.spm", "vocab.json"):
-        shutil.copy2(src / name, out / name)
+    table = mg.sinusoid_table(int(cfg.get("max_position_embeddings", 512)), dim, marian=False)
+    scale = math.sqrt(dim) if cfg.get("scale_embedding", True) else 1.0
+    return mg.MarianWeights(
+        heads=int(cfg["encoder_attention_heads"]), emb_scale=scale, enc_emb=emb,
+        enc_pos=t.get("encoder.embed_positions.weight", table), encoder=enc,
+        dec_emb=t.get("decoder.embed_tokens.weight", emb), dec_pos=t.get("decoder.embed_positions.weight", table),
+        decoder=dec, output=mg.Linear(np.ascontiguousarray(lm_head.T), bias))
+
+
+def _facts(w: mg.MarianWeights, cfg: dict, vocab: dict[str, int], langs: tuple[str, str], quantize: bool) -> dict:
+    """marian.json: what the runtime needs to drive the graphs."""
+    eos, pad = int(cfg["eos_token_id"]), int(cfg["pad_token_id"])
+    start = int(cfg["decoder_start_token_id"]) if cfg.get("decoder_start_token_id") is not None else pad
     suppress = sorted({pad, *(int(i) for ids in (cfg.get("bad_words_ids") or []) for i in ids if len(ids) == 1)})
-    facts = {
-        "format": "marian-hf", "decoder": "transformer", "source_lang": source_lang, "target_lang": target_lang,
-        "dim": dim, "heads": heads, "encoder_layers": enc_layers, "decoder_layers": dec_layers,
-        "vocab_size": vocab_size, "eos_id": eos, "unk_id": int(vocab.get("<unk>", 1)), "pad_id": pad,
+    return {
+        "format": "marian-hf", "decoder": "transformer", "source_lang": langs[0], "target_lang": langs[1],
+        "dim": w.dim, "heads": w.heads, "encoder_layers": len(w.encoder), "decoder_layers": len(w.decoder),
+        "vocab_size": int(w.enc_emb.shape[0]), "eos_id": eos, "unk_id": int(vocab.get("<unk>", 1)), "pad_id": pad,
         "decoder_start_id": start, "zero_start_embedding": False, "source_spm": "source.spm",
-        "target_spm": "target.spm", "vocab": "vocab.json", "max_positions": int(enc_pos.shape[0]),
+        "target_spm": "target.spm", "vocab": "vocab.json", "max_positions": int(w.enc_pos.shape[0]),
         "max_length_factor": 2.5, "allow_unk": True, "shortlist": None, "suppress_ids": suppress,
         "quantized": quantize, "files": {"encoder": "encoder.onnx", "decoder": "decoder.onnx", "output": "output.onnx"},
     }
-    (out / "marian.json").write_text(json.dumps(facts, indent=2) + "\n")
+
+
+def convert(src: Path, out: Path, *, progress: Callable[[str], None], quantize: bool = True) -> dict:
+    started = time.monotonic()
+    src, out = Path(src), Path(out)
+    check_source(src)
+    cfg = json.loads((src / "config.json").read_text())
+    _check_config(src, cfg)
+    langs = _languages(src)
+    vocab = json.loads((src / "vocab.json").read_text())
+    progress(f"reading weights ({cfg['encoder_layers']}+{cfg['decoder_layers']} layers, dim {cfg['d_model']}, "
+             f"{cfg['encoder_attention_heads']} heads)")
+    w = _weights(src, cfg, vocab)
+    mg.write_graphs(w, out, quantize=quantize, per_channel=True, progress=progress)
+    for name in ("source.spm", "target.spm", "vocab.json"):
+        shutil.copy2(src / name, out / name)
+    (out / "marian.json").write_text(json.dumps(_facts(w, cfg, vocab, langs, quantize), indent=2) + "\n")
     progress(f"converted in {time.monotonic() - started:.1f} s")
     return {
-        "source_lang": source_lang, "target_lang": target_lang, "languages": [source_lang, target_lang],
-        "quantization": QUANTIZATION_INT8 if quantize else "none (float32)", "opset": common.OPSET,
-        "architecture": {"type": "transformer encoder-decoder (Hugging Face MarianMTModel)", "dim": dim,
-                         "heads": heads, "encoder_layers": enc_layers, "decoder_layers": dec_layers,
-                         "ffn": int(cfg.get("encoder_ffn_dim", 0)), "vocab": vocab_size, "activation": act},
+        "source_lang": langs[0], "target_lang": langs[1], "languages": list(langs),
+        "quantization": QUANTIZATION_INT8 if quantize else "none (float32)", "opset": mg.OPSET,
+        "architecture": {"type": "transformer encoder-decoder (Hugging Face MarianMTModel)", "dim": w.dim,
+                         "heads": w.heads, "encoder_layers": len(w.encoder), "decoder_layers": len(w.decoder),
+                         "ffn": int(cfg.get("encoder_ffn_dim", 0)), "vocab": int(w.enc_emb.shape[0]),
+                         "activation": str(cfg.get("activation_function", "swish"))},
     }

@@ -118,14 +118,15 @@ def _layers(v: dict, side: str) -> int:
 
 
 def to_state(v: dict[str, np.ndarray]) -> tuple["Dims", dict[str, np.ndarray]]:  # noqa: F821
-    """Map CTranslate2 WhisperSpec variables onto whisper_onnx.Whisper's parameter names."""
+    """Map CTranslate2 WhisperSpec variables onto the weight names of `whisper_onnx.shapes()` (float32 arrays)."""
     from appliance.modelstore.convert.whisper_onnx import Dims
 
-    conv1 = v["encoder/conv1/weight"]
+    conv1, emb = v["encoder/conv1/weight"], v["decoder/embeddings/weight"]
     dims = Dims(n_mels=conv1.shape[1], n_audio_ctx=v["encoder/position_encodings/encodings"].shape[0],
-                n_audio_state=conv1.shape[0], n_audio_head=int(v["encoder/num_heads"]), n_audio_layer=_layers(v, "encoder"),
-                n_vocab=v["decoder/embeddings/weight"].shape[0], n_text_ctx=v["decoder/position_encodings/encodings"].shape[0],
-                n_text_state=v["decoder/embeddings/weight"].shape[1], n_text_head=int(v["decoder/num_heads"]),
+                n_audio_state=conv1.shape[0], n_audio_head=int(v["encoder/num_heads"]),
+                n_audio_layer=_layers(v, "encoder"), n_vocab=emb.shape[0],
+                n_text_ctx=v["decoder/position_encodings/encodings"].shape[0],
+                n_text_state=emb.shape[1], n_text_head=int(v["decoder/num_heads"]),
                 n_text_layer=_layers(v, "decoder"))
     t: dict[str, np.ndarray] = {}
     for n in ("conv1", "conv2"):
@@ -164,14 +165,11 @@ def convert(src: Path, out: Path, *, progress: Callable[[str], None], quantize: 
     src, out = Path(src), Path(out)
     check_source(src)
     progress("reading CTranslate2 model.bin")
-    dims, tensors = to_state(read_model_bin(src / "model.bin"))
-    model = wo.Whisper(dims)
-    model.load_state(tensors)
-    del tensors
+    dims, weights = to_state(read_model_bin(src / "model.bin"))
     config = json.loads((src / "config.json").read_text(encoding="utf-8"))
-    wo.export(model, out, quantize=quantize, progress=progress)
+    wo.export(dims, weights, out, quantize=quantize, progress=progress)
     fields = wo.write_facts(out, dims, src / "tokenizer.json", multilingual=dims.n_vocab >= 51865,
-                            suppress=config.get("suppress_ids", []), begin_suppress=config.get("suppress_ids_begin", []),
-                            fmt="whisper-ct2")
+                            suppress=config.get("suppress_ids", []),
+                            begin_suppress=config.get("suppress_ids_begin", []), fmt="whisper-ct2")
     fields["quantization"] = wo.QUANTIZATION if quantize else "none (float32)"
     return fields

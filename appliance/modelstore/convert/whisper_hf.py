@@ -9,17 +9,22 @@ from __future__ import annotations
 
 import json
 import re
+import struct
 import tempfile
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
+from appliance.modelstore.convert import torch_pickle
 from appliance.modelstore.manifest import ModelError
 
 VERSION = "1"
 WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 DEFAULT_BEGIN_SUPPRESS = (220,)  # " " ; <|endoftext|> is added from the tokenizer
+# safetensors dtype -> how its bytes are read (BF16 as raw 16 bits, widened to float32 in read_safetensors)
+SAFETENSORS_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "<u2", "I64": "<i8", "I32": "<i4",
+                      "I16": "<i2", "I8": "i1", "U8": "u1", "BOOL": "?"}
 
 
 def check_source(src: Path) -> None:
@@ -37,39 +42,64 @@ def check_source(src: Path) -> None:
         raise ModelError(f"{what}: config.json has model_type {config.get('model_type')!r}, expected 'whisper'")
     if not any((src / w).is_file() for w in WEIGHTS):
         raise ModelError(f"{what}: missing weights ({' or '.join(WEIGHTS)})")
-    if not (src / "tokenizer.json").is_file() and not ((src / "vocab.json").is_file() and (src / "merges.txt").is_file()):
+    slow_tokenizer = (src / "vocab.json").is_file() and (src / "merges.txt").is_file()
+    if not (src / "tokenizer.json").is_file() and not slow_tokenizer:
         raise ModelError(f"{what}: missing tokenizer (tokenizer.json, or vocab.json + merges.txt)")
 
 
 def dims_from_config(config: dict):
     from appliance.modelstore.convert.whisper_onnx import Dims
 
-    return Dims(n_mels=config["num_mel_bins"], n_audio_ctx=config["max_source_positions"], n_audio_state=config["d_model"],
-                n_audio_head=config["encoder_attention_heads"], n_audio_layer=config["encoder_layers"],
-                n_vocab=config["vocab_size"], n_text_ctx=config["max_target_positions"], n_text_state=config["d_model"],
+    return Dims(n_mels=config["num_mel_bins"], n_audio_ctx=config["max_source_positions"],
+                n_audio_state=config["d_model"], n_audio_head=config["encoder_attention_heads"],
+                n_audio_layer=config["encoder_layers"], n_vocab=config["vocab_size"],
+                n_text_ctx=config["max_target_positions"], n_text_state=config["d_model"],
                 n_text_head=config["decoder_attention_heads"], n_text_layer=config["decoder_layers"],
                 n_audio_ffn=config.get("encoder_ffn_dim", 0), n_text_ffn=config.get("decoder_ffn_dim", 0))
 
 
 def read_weights(src: Path) -> dict[str, np.ndarray]:
     """Every tensor of the checkpoint by name (float32 numpy), the "model." prefix removed."""
-    import torch
-
     index = src / "model.safetensors.index.json"
     if index.is_file() or (src / "model.safetensors").is_file():
-        from safetensors.torch import load_file  # torch, not numpy: numpy has no bfloat16
-
-        files = sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.is_file() else ["model.safetensors"]
+        files = ["model.safetensors"]
+        if index.is_file():
+            files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
         raw = {}
         for f in files:
-            raw.update(load_file(str(src / f)))
+            raw.update(read_safetensors(src / f))
     else:
-        raw = torch.load(src / "pytorch_model.bin", map_location="cpu", weights_only=True)
-    return {re.sub(r"^model\.", "", k): v.float().numpy() for k, v in raw.items()}
+        raw = torch_pickle.state_dict(src / "pytorch_model.bin")
+    return {re.sub(r"^model\.", "", k): np.asarray(v, np.float32) for k, v in raw.items()}
+
+
+def read_safetensors(path: Path) -> dict[str, np.ndarray]:
+    """Every tensor of a .safetensors file as float32. The format: an 8-byte little-endian header length, the JSON
+    header ({name: {"dtype", "shape", "data_offsets"}}, and "__metadata__"), then the tensors' bytes. Read here, not
+    with safetensors' numpy API, which has no bfloat16: its bits are the top half of a float32's."""
+    try:
+        with open(path, "rb") as fh:
+            (size,) = struct.unpack("<Q", fh.read(8))
+            header = json.loads(fh.read(size))
+        data = np.memmap(path, np.uint8, mode="r", offset=8 + size)
+    except (OSError, struct.error, ValueError) as exc:
+        raise ModelError(f"{path} is not a safetensors file ({exc})") from None
+    out = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        if info["dtype"] not in SAFETENSORS_DTYPES:
+            raise ModelError(f"{path}: tensor {name} has data type {info['dtype']}, which this importer does not read")
+        start, end = info["data_offsets"]
+        raw = data[start:end].view(SAFETENSORS_DTYPES[info["dtype"]])
+        if info["dtype"] == "BF16":
+            raw = (raw.astype(np.uint32) << 16).view(np.float32)
+        out[name] = raw.astype(np.float32).reshape(info["shape"])
+    return out
 
 
 def to_state(w: dict[str, np.ndarray], dims) -> dict[str, np.ndarray]:
-    """Map transformers' Whisper parameter names onto whisper_onnx.Whisper's."""
+    """Map transformers' Whisper parameter names onto those of `whisper_onnx.shapes()`."""
     t: dict[str, np.ndarray] = {}
 
     def linear(src: str, dst: str, bias: bool = True) -> None:
@@ -143,9 +173,7 @@ def convert(src: Path, out: Path, *, progress: Callable[[str], None], quantize: 
     config = json.loads((src / "config.json").read_text(encoding="utf-8"))
     dims = dims_from_config(config)
     progress("reading Hugging Face weights")
-    model = wo.Whisper(dims)
-    model.load_state(to_state(read_weights(src), dims))
-    wo.export(model, out, quantize=quantize, progress=progress)
+    wo.export(dims, to_state(read_weights(src), dims), out, quantize=quantize, progress=progress)
     gen = _generation(src, config)
     with tempfile.TemporaryDirectory() as tmp:
         tokenizer = _tokenizer_json(src, Path(tmp))
