@@ -11,8 +11,9 @@ import time
 
 from flask import Blueprint, abort, jsonify, request, session
 
+from appliance.hosts import is_loopback
 from appliance.panel import facts, metrics as prom
-from appliance.panel.auth import is_loopback, new_csrf_token
+from appliance.panel.auth import new_csrf_token
 from appliance.panel.fields import get_path, set_path
 from appliance.panel.saving import SECRET_KEYS, load_current, redact, save, secrets_set
 from appliance.config import ConfigError

@@ -19,7 +19,8 @@ from werkzeug.exceptions import HTTPException
 
 from appliance.config import Config
 from appliance.panel.apply import Applier
-from appliance.panel.auth import AdminStore, RateLimiter, host_allowed, new_csrf_token, new_setup_code, same_token
+from appliance.hosts import host_allowed
+from appliance.panel.auth import AdminStore, RateLimiter, new_csrf_token, new_setup_code, same_token
 from appliance.status import Status
 
 log = logging.getLogger(__name__)
