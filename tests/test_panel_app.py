@@ -89,6 +89,22 @@ def test_first_run_sets_a_hashed_password_in_a_private_file(panel):
     assert again.status_code == 303 and again.headers["Location"].endswith("/login")  # cannot be reset from the web
 
 
+NAV = [("/", "Room &amp; languages"), ("/microphone", "Microphone"), ("/broker", "Broker"),
+       ("/models", "Models &amp; accelerator"), ("/speakers", "Speakers"), ("/live", "Live"), ("/archive", "Archive"),
+       ("/glossary", "Glossary"), ("/password", "Password")]
+
+
+def test_navigation_lists_every_page_in_order_and_marks_the_current_one(panel):
+    """The bar is built from the pages the blueprints declare, in the order the app registers them."""
+    panel.setup_and_login()
+    for path, _ in NAV:
+        page = panel.client.get(path)
+        assert page.status_code == 200, path
+        nav = re.search(r"<nav>(.*?)</nav>", page.text, re.S).group(1)
+        assert re.findall(r'<a href="([^"]+)"[^>]*>([^<]+)</a>', nav) == NAV
+        assert re.findall(r'<a href="([^"]+)" aria-current="page">', nav) == [path]
+
+
 def test_login_is_rate_limited_per_address(panel):
     panel.setup_and_login()
     fresh = panel.app.test_client()

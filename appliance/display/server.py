@@ -18,7 +18,7 @@ from typing import Callable
 from flask import Blueprint, Flask, jsonify, redirect, request
 
 from appliance.display import web
-from appliance.panel.auth import host_allowed
+from appliance.hosts import host_allowed
 
 log = logging.getLogger(__name__)
 

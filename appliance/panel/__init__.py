@@ -11,6 +11,7 @@ import logging
 from pathlib import Path
 
 from appliance.panel.app import create_app
+from appliance.panel.context import context
 from appliance.webserver import WebServer
 
 __all__ = ["create_app", "PanelServer", "serve", "ADMIN_FILE_NAME", "TLS_DIR_NAME", "needs_https"]
@@ -49,7 +50,7 @@ def serve(supervisor, *, admin_file: str | Path | None = None, device_lister=Non
                      archive=lambda: getattr(supervisor, "archive", None), state_dir=cfg.state_dir,
                      speakers=lambda: getattr(supervisor, "speakers", None),
                      record=tap.record if (tap := getattr(supervisor, "mic_tap", None)) else None)
-    ctx = app.extensions["appliance_panel"]
+    ctx = context(app)
     tls = None
     if needs_https(cfg.panel.host, cfg.panel.https):
         from appliance.panel.tls import ensure_certificate

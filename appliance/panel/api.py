@@ -1,7 +1,8 @@
 """JSON API: config (GET/PUT/PATCH, login + X-CSRF-Token for writes), status, devices; /healthz and /metrics.
 
-GET /api/config also returns `csrf_token` for scripts. PUT replaces the whole config (missing keys take their defaults) except write-only secrets, which are
-kept unless the body names them (null clears). PATCH merges the body into the current config.
+GET /api/config also returns `csrf_token` for scripts. PUT replaces the whole config (missing keys take their
+defaults) except write-only secrets, which are kept unless the body names them (null clears). PATCH merges the body
+into the current config.
 """
 
 from __future__ import annotations
@@ -11,20 +12,16 @@ import time
 
 from flask import Blueprint, abort, jsonify, request, session
 
+from appliance.hosts import is_loopback
 from appliance.panel import facts, metrics as prom
-from appliance.panel.auth import is_loopback, new_csrf_token
+from appliance.panel.auth import new_csrf_token
+from appliance.panel.context import admin_session, context
 from appliance.panel.fields import get_path, set_path
 from appliance.panel.saving import SECRET_KEYS, load_current, redact, save, secrets_set
 from appliance.config import ConfigError
 
 bp = Blueprint("api", __name__)
 _MISSING = object()
-
-
-def _ctx():
-    from appliance.panel.app import context
-
-    return context()
 
 
 def _body() -> dict:
@@ -62,7 +59,7 @@ def _config_response(cfg, **extra):
 @bp.get("/api/config")
 def get_config():
     try:
-        cfg = load_current(_ctx())
+        cfg = load_current(context())
     except ConfigError as exc:
         return jsonify(error=str(exc)), 500
     if "csrf" not in session:
@@ -85,15 +82,15 @@ def put_config():
                 set_path(new, key, get_path(current, key))
         return new
 
-    result = save(_ctx(), build)
+    result = save(context(), build)
     if not result.ok:
         return jsonify(error=result.error), 400
-    return _config_response(result.config, changed=result.changed, apply=_ctx().applier.state())
+    return _config_response(result.config, changed=result.changed, apply=context().applier.state())
 
 
 @bp.get("/api/status")
 def status():
-    ctx = _ctx()
+    ctx = context()
     snap = ctx.status.snapshot()
     snap["apply"] = ctx.applier.state()
     snap["now"] = time.time()
@@ -102,7 +99,7 @@ def status():
 
 @bp.get("/api/devices")
 def devices():
-    found, note = facts.devices(_ctx().device_lister)
+    found, note = facts.devices(context().device_lister)
     return jsonify(devices=found, note=note)
 
 
@@ -116,19 +113,11 @@ def public_problems(problems: list[str]) -> list[str]:
     return out
 
 
-def _admin_session() -> bool:
-    ctx = _ctx()
-    try:
-        return session.get("user") == "admin" and session.get("epoch") == ctx.admin.epoch
-    except ValueError:
-        return False
-
-
 @bp.get("/healthz")
 def healthz():
-    ctx = _ctx()
+    ctx = context()
     healthy, problems = ctx.health()
-    if not _admin_session():  # anonymous callers get what is wrong, never the exception text (/api/status has it)
+    if not admin_session():  # anonymous callers get what is wrong, never the exception text (/api/status has it)
         problems = public_problems(problems)
     body = {"healthy": healthy, "problems": problems, "uptime_s": round(ctx.status.uptime_s, 1),
             "broker": ctx.status.broker_state()}  # not a whole snapshot: /healthz is polled often
@@ -137,7 +126,7 @@ def healthz():
 
 @bp.get("/metrics")
 def metrics():
-    ctx = _ctx()
+    ctx = context()
     if not ctx.metrics_public and not is_loopback(request.remote_addr):
         return jsonify(error="/metrics is served to loopback only (start the panel with metrics_public=True)"), 403
     return prom.render(ctx.status.snapshot()), 200, {"Content-Type": prom.CONTENT_TYPE}

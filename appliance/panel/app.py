@@ -1,6 +1,8 @@
 """The Flask app factory: security (first-run password, login, CSRF, rate limit, headers) and error handlers.
 
-Pages live in views.py, the JSON API in api.py. The panel reads `Status` and writes the config file;
+It registers the blueprints (views.py, speakers_page.py, live.py, archive_views.py, glossary_views.py: HTML pages;
+api.py: the JSON API) and builds the navigation bar from the pages they declare. The pages share context.py and
+pages.py, never each other's names. The panel reads `Status` and writes the config file;
 applying a saved config is the daemon's job (`on_config_saved`), run on the Applier's thread.
 """
 
@@ -8,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -18,8 +19,12 @@ from flask import Flask, jsonify, redirect, render_template, request, session, u
 from werkzeug.exceptions import HTTPException
 
 from appliance.config import Config
+from appliance.hosts import host_allowed
+from appliance.panel import api, archive_views, glossary_views, live, speakers_page, views
 from appliance.panel.apply import Applier
-from appliance.panel.auth import AdminStore, RateLimiter, host_allowed, new_csrf_token, new_setup_code, same_token
+from appliance.panel.auth import AdminStore, new_csrf_token, same_token
+from appliance.panel.context import EXTENSION, PanelContext, admin_session
+from appliance.panel.pages import navigation
 from appliance.status import Status
 
 log = logging.getLogger(__name__)
@@ -29,39 +34,9 @@ PUBLIC_ENDPOINTS = {"static", "views.login", "views.setup", "api.healthz", "api.
 # the room display is not served here: the display server (appliance/display/server.py) serves it on its own port
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
        "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
-LOGIN_LIMIT, LOGIN_WINDOW_S = 5, 60.0
 APPLIED_NOTICE_S = 15.0  # an 'applied' notice shows this long; 'applying' and 'failed' stay
-
-
-class PanelContext:
-    """Everything the views need, hung on app.extensions['appliance_panel']."""
-
-    def __init__(self, *, config_path: Path, status: Status, models_dir: Path, admin: AdminStore, applier: Applier,
-                 device_lister: Callable[[], list] | None, health: Callable[[], tuple[bool, list[str]]],
-                 metrics_public: bool):
-        self.config_path = config_path
-        self.status = status
-        self.models_dir = models_dir
-        self.admin = admin
-        self.applier = applier
-        self.device_lister = device_lister
-        self.health = health
-        self.metrics_public = metrics_public
-        self.archive: Callable[[], Any] | None = None  # () -> the running appliance.archive.Archive, or None
-        self.state_dir: Path | None = None  # the daemon's state folder (glossary.json)
-        self.login_limiter = RateLimiter(LOGIN_LIMIT, LOGIN_WINDOW_S)
-        self.setup_code: str | None = None  # the first-run page's one-time code (None once a password is set)
-        self.tls_fingerprint: str | None = None  # SHA-256 of the panel's certificate, shown on its pages
-        self.display_link: tuple[int, str] | None = None  # (display server port, page path + query) for links
-        self.rotate_display_password: Callable[[], str] | None = None
-        self.save_lock = threading.Lock()  # one load-modify-save at a time
-
-    def ensure_setup_code(self) -> str:
-        """The first-run code, made and logged once (at start, or when the admin file was deleted meanwhile)."""
-        if self.setup_code is None:
-            self.setup_code = new_setup_code()
-            log.warning("first-run set-up code for the panel: %s (the set-up page asks for it)", self.setup_code)
-        return self.setup_code
+# registered in this order, which is the order of the navigation bar (each blueprint lists its own pages)
+BLUEPRINTS = (views.bp, speakers_page.bp, live.bp, archive_views.bp, glossary_views.bp, api.bp)
 
 
 def create_app(config_path: str | os.PathLike, status: Status, *, models_dir: str | os.PathLike,
@@ -88,8 +63,6 @@ def create_app(config_path: str | os.PathLike, status: Status, *, models_dir: st
     speakers         () -> the room's SpeakerTracker or None (speaker turns off): the Speakers page
     record           seconds -> audio from the room microphone (the daemon's capture tap), for enrolment
     """
-    from appliance.panel import api, speakers_page, views
-
     app = Flask(__name__, static_folder="static", template_folder="templates")
     admin = AdminStore(admin_file)
     ctx = PanelContext(config_path=Path(config_path), status=status, models_dir=Path(models_dir), admin=admin,
@@ -98,7 +71,7 @@ def create_app(config_path: str | os.PathLike, status: Status, *, models_dir: st
     ctx.archive = archive
     ctx.state_dir = Path(state_dir) if state_dir is not None else None
     ctx.speakers, ctx.record = speakers, record
-    app.extensions["appliance_panel"] = ctx
+    app.extensions[EXTENSION] = ctx
     ctx.setup_code = setup_code
     if not _admin_set(admin):
         ctx.ensure_setup_code()
@@ -107,13 +80,9 @@ def create_app(config_path: str | os.PathLike, status: Status, *, models_dir: st
                       SESSION_COOKIE_NAME="appliance_session", PERMANENT_SESSION_LIFETIME=timedelta(hours=12),
                       MAX_CONTENT_LENGTH=256 * 1024, PROPAGATE_EXCEPTIONS=False, TRAP_HTTP_EXCEPTIONS=False,
                       JSON_SORT_KEYS=False, TEMPLATES_AUTO_RELOAD=False)
-    app.register_blueprint(views.bp)
-    app.register_blueprint(api.bp)
-    from appliance.panel import archive_views, glossary_views
-
-    app.register_blueprint(archive_views.bp)
-    app.register_blueprint(glossary_views.bp)
-    app.register_blueprint(speakers_page.bp)
+    for bp in BLUEPRINTS:
+        app.register_blueprint(bp)
+    nav = navigation(app)
 
     extra_hosts = frozenset(h.strip().lower().rstrip(".") for h in allowed_hosts)
 
@@ -135,7 +104,7 @@ def create_app(config_path: str | os.PathLike, status: Status, *, models_dir: st
                 if wants_json:
                     return jsonify(error="set the admin password first: open the panel in a browser"), 401
                 return redirect(url_for("views.setup"), code=303)
-            if not logged_in():
+            if not admin_session():
                 if wants_json:
                     return jsonify(error="login required"), 401
                 return redirect(url_for("views.login", next=request.path), code=303)
@@ -148,12 +117,6 @@ def create_app(config_path: str | os.PathLike, status: Status, *, models_dir: st
                 return render_template("error.html", code=400, message=msg), 400
         return None
 
-    def logged_in() -> bool:
-        try:
-            return session.get("user") == "admin" and session.get("epoch") == admin.epoch
-        except ValueError:  # damaged admin file: nobody is logged in until it is fixed
-            return False
-
     @app.context_processor
     def inject():
         if "csrf" not in session:
@@ -161,8 +124,9 @@ def create_app(config_path: str | os.PathLike, status: Status, *, models_dir: st
         apply = ctx.applier.state()
         apply["show"] = apply["state"] in ("applying", "failed") or (
             apply["state"] == "applied" and time.time() - apply["at"] < APPLIED_NOTICE_S)
-        pinned = ctx.status.config_state()["overrides"] if logged_in() else {}
-        return {"csrf_token": session["csrf"], "logged_in": logged_in(), "pages": views.PAGES, "apply_state": apply,
+        logged_in = admin_session()
+        pinned = ctx.status.config_state()["overrides"] if logged_in else {}
+        return {"csrf_token": session["csrf"], "logged_in": logged_in, "pages": nav, "apply_state": apply,
                 "tls_fingerprint": ctx.tls_fingerprint, "display_url": _display_url(ctx), "pinned": pinned}
 
     @app.after_request
@@ -216,9 +180,3 @@ def _admin_set(admin: AdminStore) -> bool:
         return admin.is_set
     except ValueError:  # damaged: the pages say so; a set-up code is needed once it is deleted
         return False
-
-
-def context(app: Flask | None = None) -> PanelContext:
-    from flask import current_app
-
-    return (app or current_app).extensions["appliance_panel"]

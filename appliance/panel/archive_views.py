@@ -9,17 +9,17 @@ from __future__ import annotations
 import sqlite3
 import time
 
-from flask import Blueprint, Response, flash, redirect, render_template, request, url_for
+from flask import Response, flash, redirect, request, url_for
 
 from appliance.archive.export import FORMATS, export, file_name
 from appliance.archive.store import ArchiveError, open_store
+from appliance.panel.context import context
+from appliance.panel.pages import PanelBlueprint, section, settings_page
 
-bp = Blueprint("archive", __name__)
+bp = PanelBlueprint("archive", __name__)
 
 
 def _archive():
-    from appliance.panel.app import context
-
     getter = context().archive
     return getter() if getter else None
 
@@ -48,12 +48,10 @@ def _page_extra(data: dict) -> dict:
             "clock": lambda t: time.strftime("%Y-%m-%d %H:%M", time.localtime(t))}
 
 
-@bp.route("/archive", methods=["GET", "POST"])
+@bp.page("/archive", "Archive", methods=["GET", "POST"])
 def page():
     """The meetings, and the archive.* settings (saved like every settings page: validated, atomic, applied)."""
-    from appliance.panel.views import _section, _settings_page
-
-    return _settings_page("archive.html", _section("archive"), None, _page_extra)
+    return settings_page("archive.html", section("archive"), None, _page_extra)
 
 
 @bp.route("/archive/meeting", methods=["POST"])

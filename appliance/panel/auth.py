@@ -1,9 +1,11 @@
-"""Panel security pieces: the admin password file, login rate limiting, CSRF tokens, loopback checks."""
+"""Panel security pieces: the admin password file, login rate limiting, set-up codes and CSRF tokens.
+
+The Host and loopback checks both web servers use live in appliance/hosts.py.
+"""
 
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import json
 import os
 import secrets
@@ -160,37 +162,3 @@ def new_csrf_token() -> str:
 
 def same_token(expected: str | None, given: str | None) -> bool:
     return bool(expected) and bool(given) and hmac.compare_digest(str(expected), str(given))
-
-
-LOCAL_SUFFIXES = (".local", ".lan", ".home.arpa", ".internal", ".localdomain")
-
-
-def host_allowed(host_header: str | None, extra: frozenset[str] = frozenset()) -> bool:
-    """Against DNS rebinding: answer to IP literals, single-label names, local suffixes and `extra` names only.
-
-    A page on a public domain that rebinds its name to this device still sends that public name as Host.
-    """
-    host = (host_header or "").strip().lower()
-    if host.startswith("["):  # [v6]:port
-        host = host[1:host.find("]")] if "]" in host else host
-    elif host.count(":") == 1:
-        host = host.rsplit(":", 1)[0]
-    host = host.rstrip(".")
-    if not host:
-        return False
-    try:
-        ipaddress.ip_address(host)
-        return True
-    except ValueError:
-        pass
-    return "." not in host or host.endswith(LOCAL_SUFFIXES) or host in extra
-
-
-def is_loopback(addr: str | None) -> bool:
-    try:
-        ip = ipaddress.ip_address((addr or "").split("%")[0])
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-        ip = ip.ipv4_mapped
-    return ip.is_loopback

@@ -7,32 +7,26 @@ pipeline re-reads the file when it changes.
 
 from __future__ import annotations
 
-from flask import Blueprint, flash, redirect, render_template, request, url_for
+from flask import flash, redirect, render_template, request, url_for
 
+from appliance.engines import mt_pairs
 from appliance.glossary import GlossaryError, GlossaryStore, store_for
+from appliance.panel.context import context
+from appliance.panel.pages import PanelBlueprint
+from appliance.panel.saving import load_current
 
-bp = Blueprint("glossary", __name__)
-
-
-def _ctx():
-    from appliance.panel.app import context
-
-    return context()
+bp = PanelBlueprint("glossary", __name__)
 
 
 def _store() -> GlossaryStore:
-    ctx = _ctx()
+    ctx = context()
     if ctx.state_dir is not None:
         return store_for(ctx.state_dir)
-    from appliance.panel.saving import load_current
-
     return store_for(load_current(ctx).state_dir)
 
 
 def _pairs() -> list[tuple[str, str]]:
-    from appliance.engines import mt_pairs
-
-    return sorted(mt_pairs(_ctx().models_dir))
+    return sorted(mt_pairs(context().models_dir))
 
 
 def _render(store: GlossaryStore, error: str = "", form: dict | None = None, code: int = 200):
@@ -41,7 +35,7 @@ def _render(store: GlossaryStore, error: str = "", form: dict | None = None, cod
                            error_prefix="Not saved.", form=form or {}, path=str(store.path)), code
 
 
-@bp.route("/glossary")
+@bp.page("/glossary", "Glossary")
 def page():
     return _render(_store())
 

@@ -3,32 +3,33 @@ microphone, and forgetting every voice print. The tracker and the microphone tap
 
 from __future__ import annotations
 
-from flask import Blueprint, flash, redirect, request, url_for
+from flask import flash, redirect, request, url_for
 
-from appliance.panel import views
+from appliance.panel.context import context
+from appliance.panel.pages import PanelBlueprint, section, settings_page
 
-bp = Blueprint("speakers", __name__)
+bp = PanelBlueprint("speakers", __name__)
 
-FIELDS = views._section("speakers", skip=("model",))
+FIELDS = section("speakers", skip=("model",))
 ENROL_DEFAULT_S = 6.0
 
 
 def _tracker():
-    get = getattr(views._ctx(), "speakers", None)
+    get = context().speakers
     return get() if get else None
 
 
 def _extra(data: dict) -> dict:
-    tracker = _tracker()
+    tracker, ctx = _tracker(), context()
     return {"speakers": tracker.speakers() if tracker else [], "active": tracker is not None,
-            "can_record": getattr(views._ctx(), "record", None) is not None, "enrol_default_s": ENROL_DEFAULT_S,
-            "warnings": [m for m in views._ctx().status.snapshot().get("messages", [])
+            "can_record": ctx.record is not None, "enrol_default_s": ENROL_DEFAULT_S,
+            "warnings": [m for m in ctx.status.snapshot().get("messages", [])
                          if "speaker" in m.get("text", "").lower()]}
 
 
-@bp.route("/speakers", methods=["GET", "POST"])
+@bp.page("/speakers", "Speakers", methods=["GET", "POST"])
 def page():
-    return views._settings_page("speakers.html", FIELDS, None, _extra)
+    return settings_page("speakers.html", FIELDS, None, _extra)
 
 
 def _back(message: str, category: str = "ok"):
@@ -63,7 +64,7 @@ def enrol():
     from appliance.speakers import EnrolmentError
     from appliance.speakers.recorder import RecordingError
 
-    tracker, record = _tracker(), getattr(views._ctx(), "record", None)
+    tracker, record = _tracker(), context().record
     if tracker is None or record is None:
         return _back("Enrolment needs speaker turns on and the room microphone capturing.", "error")
     try:

@@ -1,80 +1,29 @@
-"""HTML pages: first-run set-up, login, the four settings pages and the live page."""
+"""HTML pages: first-run set-up, login, logout, password, and the four settings pages (room & languages, microphone,
+broker, models & accelerator), each a section of the config file shown as a form and saved whole."""
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
-from flask import Blueprint, flash, redirect, render_template, request, session, url_for
+from flask import flash, redirect, render_template, request, session, url_for
 
-from appliance.config import Config, ConfigError
+from appliance.config import Config
 from appliance.panel import facts
 from appliance.panel.auth import new_csrf_token, password_problem, same_setup_code
+from appliance.panel.context import context
 from appliance.panel.fields import get_path, parse, set_path, spec
-from appliance.panel.saving import load_current, save
+from appliance.panel.pages import PanelBlueprint, current, section, settings_page, specs
 
-bp = Blueprint("views", __name__)
+bp = PanelBlueprint("views", __name__)
 
-PAGES = [("views.room", "Room & languages"), ("views.microphone", "Microphone"), ("views.broker", "Broker"),
-         ("views.models", "Models & accelerator"), ("speakers.page", "Speakers"), ("views.live", "Live")]
-PAGES += [("archive.page", "Archive"), ("glossary.page", "Glossary")]  # archive_views.py, glossary_views.py
-
-
-def _section(name: str, skip: tuple[str, ...] = ()) -> list[str]:
-    """Every field of a config section, so fields added to config.py appear on their page without edits here."""
-    return [f"{name}.{f}" for f in Config.model_fields[name].annotation.model_fields if f not in skip]
-
-
-ROOM_FIELDS = _section("room")
-MIC_FIELDS = _section("audio", skip=("device",))
-VAD_FIELDS = _section("vad")
+ROOM_FIELDS = section("room")
+MIC_FIELDS = section("audio", skip=("device",))
+VAD_FIELDS = section("vad")
 BROKER_FIELDS = ["broker.mode", "broker.host", "broker.port", "broker.ws_port", "broker.tls", "broker.ca_file",
                  "broker.cert_file", "broker.key_file", "broker.username"]
-BROKER_MORE = [k for k in _section("broker", skip=("password",)) if k not in BROKER_FIELDS]
-ASR_FIELDS = _section("asr", skip=("model",)) + _section("translation")
-ACCEL_FIELDS = _section("accelerator")
-
-
-def _ctx():
-    from appliance.panel.app import context
-
-    return context()
-
-
-def _current() -> tuple[dict, str]:
-    """(config data, load error); defaults are shown (read only) when the file does not validate."""
-    try:
-        return load_current(_ctx()).model_dump(mode="json"), ""
-    except ConfigError as exc:
-        return Config().model_dump(mode="json"), str(exc)
-
-
-def _specs(keys: list[str], data: dict) -> list:
-    return [spec(k, get_path(data, k)) for k in keys]
-
-
-def _settings_page(template: str, keys: list[str], custom: Callable[[Any, dict], None] | None,
-                   extra: Callable[[dict], dict]):
-    """GET renders the page; POST applies the generic fields + `custom(form, data)`, validates, saves."""
-    data, load_error = _current()
-    error, status = "", 200
-    if request.method == "POST":
-        form = request.form
-
-        def build(current: dict) -> dict:
-            for k in keys:
-                set_path(current, k, parse(spec(k), form))
-            if custom:
-                custom(form, current)
-            return current
-
-        result = save(_ctx(), build)
-        if result.ok:
-            flash("Saved." if result.changed else "Nothing changed.", "ok")
-            return redirect(request.path, code=303)
-        error, status = result.error, 400
-        data = result.attempted or data
-    return render_template(template, data=data, specs={s.key: s for s in _specs(keys, data)}, error=error,
-                           error_prefix="Not saved.", load_error=load_error, **extra(data)), status
+BROKER_MORE = [k for k in section("broker", skip=("password",)) if k not in BROKER_FIELDS]
+ASR_FIELDS = section("asr", skip=("model",)) + section("translation")
+ACCEL_FIELDS = section("accelerator")
 
 
 # ---- room & languages ------------------------------------------------------------------------------------------
@@ -90,8 +39,8 @@ def _room_extra(data: dict) -> dict:
     try:
         cfg = Config.model_validate(data)
     except Exception:  # the attempted data did not validate: show choices for the saved config
-        cfg = Config.model_validate(_current()[0])
-    langs = facts.languages(cfg, _ctx().models_dir)
+        cfg = Config.model_validate(current()[0])
+    langs = facts.languages(cfg, context().models_dir)
     listed = {t["code"] for t in langs["targets"]}
     other = [t for t in get_path(data, "languages.targets", []) if t not in listed]
     return {"langs": langs, "source_spec": spec("languages.source", get_path(data, "languages.source")),
@@ -100,9 +49,9 @@ def _room_extra(data: dict) -> dict:
             "selected_targets": get_path(data, "languages.targets", [])}
 
 
-@bp.route("/", methods=["GET", "POST"])
+@bp.page("/", "Room & languages", methods=["GET", "POST"])
 def room():
-    return _settings_page("room.html", ROOM_FIELDS, _room_custom, _room_extra)
+    return settings_page("room.html", ROOM_FIELDS, _room_custom, _room_extra)
 
 
 # ---- microphone ------------------------------------------------------------------------------------------------
@@ -117,14 +66,14 @@ def _mic_custom(form, data: dict) -> None:
 
 
 def _mic_extra(data: dict) -> dict:
-    devices, note = facts.devices(_ctx().device_lister)
-    return {"devices": devices, "devices_note": note, "device_spec": spec("audio.device", get_path(data, "audio.device")),
-            "vad_specs": _specs(VAD_FIELDS, data)}
+    devices, note = facts.devices(context().device_lister)
+    return {"devices": devices, "devices_note": note,
+            "device_spec": spec("audio.device", get_path(data, "audio.device")), "vad_specs": specs(VAD_FIELDS, data)}
 
 
-@bp.route("/microphone", methods=["GET", "POST"])
+@bp.page("/microphone", "Microphone", methods=["GET", "POST"])
 def microphone():
-    return _settings_page("microphone.html", MIC_FIELDS, _mic_custom, _mic_extra)
+    return settings_page("microphone.html", MIC_FIELDS, _mic_custom, _mic_extra)
 
 
 # ---- broker ----------------------------------------------------------------------------------------------------
@@ -139,13 +88,13 @@ def _broker_custom(form, data: dict) -> None:
 
 
 def _broker_extra(data: dict) -> dict:
-    return {"more_specs": _specs(BROKER_MORE, data), "password_spec": spec("broker.password"),
+    return {"more_specs": specs(BROKER_MORE, data), "password_spec": spec("broker.password"),
             "password_set": bool(get_path(data, "broker.password"))}
 
 
-@bp.route("/broker", methods=["GET", "POST"])
+@bp.page("/broker", "Broker", methods=["GET", "POST"])
 def broker():
-    return _settings_page("broker.html", BROKER_FIELDS, _broker_custom, _broker_extra)
+    return settings_page("broker.html", BROKER_FIELDS, _broker_custom, _broker_extra)
 
 
 # ---- models & accelerator --------------------------------------------------------------------------------------
@@ -156,42 +105,24 @@ def _models_custom(form, data: dict) -> None:
 
 
 def _models_extra(data: dict) -> dict:
-    ctx = _ctx()
+    ctx = context()
     available, prov_note = facts.providers()
     return {"models": facts.models(ctx.models_dir), "asr_models": facts.asr_models(ctx.models_dir),
-            "asr_spec": spec("asr.model", get_path(data, "asr.model")), "accel_specs": _specs(ACCEL_FIELDS, data),
+            "asr_spec": spec("asr.model", get_path(data, "asr.model")), "accel_specs": specs(ACCEL_FIELDS, data),
             "available_providers": available, "providers_note": prov_note, "models_dir": str(ctx.models_dir),
             "active_providers": ctx.status.snapshot()["providers"]}
 
 
-@bp.route("/models", methods=["GET", "POST"])
+@bp.page("/models", "Models & accelerator", methods=["GET", "POST"])
 def models():
-    return _settings_page("models.html", ASR_FIELDS, _models_custom, _models_extra)
-
-
-# ---- live ------------------------------------------------------------------------------------------------------
-@bp.route("/live")
-def live():
-    ctx = _ctx()
-    return render_template("live.html", s=ctx.status.snapshot(), can_rotate=ctx.rotate_display_password is not None)
-
-
-@bp.route("/display-password", methods=["POST"])
-def rotate_display_password():
-    rotate = _ctx().rotate_display_password
-    if rotate is None:
-        return render_template("error.html", code=409, message="this appliance uses an external broker: change the "
-                                                               "display user's password there"), 409
-    user = rotate()
-    flash(f"New password for {user}: displays reload their connection details and reconnect.", "ok")
-    return redirect(url_for("views.live"), code=303)
+    return settings_page("models.html", ASR_FIELDS, _models_custom, _models_extra)
 
 
 # ---- admin: first run, login, logout, password -----------------------------------------------------------------
 def _log_in() -> None:
     session.clear()
     session["user"] = "admin"
-    session["epoch"] = _ctx().admin.epoch
+    session["epoch"] = context().admin.epoch
     session["csrf"] = new_csrf_token()
     session.permanent = True
 
@@ -204,10 +135,10 @@ def _safe_next(target: str | None) -> str:
 
 @bp.route("/setup", methods=["GET", "POST"])
 def setup():
-    admin = _ctx().admin
+    admin = context().admin
     if admin.is_set:
         return redirect(url_for("views.login"), code=303)
-    _ctx().ensure_setup_code()
+    context().ensure_setup_code()
     error, code = "", 200
     if request.method == "POST":
         pw, again = request.form.get("password", ""), request.form.get("confirm", "")
@@ -228,7 +159,7 @@ def _check_setup_code(error: str) -> tuple[str, int]:
     """The one-time code from the console/journal; wrong codes count against the address like failed logins."""
     if error:
         return error, 400
-    ctx, addr = _ctx(), request.remote_addr or "?"
+    ctx, addr = context(), request.remote_addr or "?"
     wait = ctx.login_limiter.acquire(addr)
     if wait:
         return f"too many wrong set-up codes: try again in {int(wait) + 1} s", 429
@@ -240,7 +171,7 @@ def _check_setup_code(error: str) -> tuple[str, int]:
 
 @bp.route("/login", methods=["GET", "POST"])
 def login():
-    ctx = _ctx()
+    ctx = context()
     if not ctx.admin.is_set:
         return redirect(url_for("views.setup"), code=303)
     error, code, headers = "", 200, {}
@@ -267,7 +198,7 @@ def logout():
 
 @bp.route("/password", methods=["GET", "POST"])
 def password():
-    ctx = _ctx()
+    ctx = context()
     error, code = "", 200
     if request.method == "POST":
         addr = request.remote_addr or "?"
