@@ -41,6 +41,15 @@ def fresh_engines(cfg, built_model, models_dir):
     return load_engines(cfg, models_dir)
 
 
+@pytest.fixture(scope="module")
+def fault_free(cfg, speech, built_model, models_dir):
+    """What the pipeline makes of `speech` without a fault: the finals a fault must not lose."""
+    sink = Sink()
+    run_audio(make_pipeline(cfg, fresh_engines(cfg, built_model, models_dir), sink, realtime=False, partials=False),
+              speech, realtime=False)
+    return sink
+
+
 class Sink:
     def __init__(self):
         self.events, self.lock = [], threading.Lock()
@@ -54,16 +63,19 @@ class Sink:
 
 
 @pytest.mark.parametrize("stage", ["recognizer@2", "translator@1"])
-def test_a_stage_that_raises_once_restarts_and_loses_no_final(cfg, speech, built_model, models_dir, monkeypatch, stage):
+def test_a_stage_that_raises_once_restarts_and_loses_no_final(cfg, speech, built_model, models_dir, monkeypatch, stage,
+                                                             fault_free):
     engines = fresh_engines(cfg, built_model, models_dir)
     monkeypatch.setenv(faults.ENV, stage)
     faults.inject_from_env(engines)
     sink = Sink()
     pipeline = make_pipeline(cfg, engines, sink, realtime=False, partials=False)
     run_audio(pipeline, speech, realtime=False)
-    en, pt = " ".join(e.text for e in sink.finals("en")).lower(), " ".join(e.text for e in sink.finals("pt")).lower()
-    assert "everyone" in en and "budget" in en, en
-    assert "orçamento" in pt, pt  # the translator's final was translated again after the restart
+    # no final lost: the same finals as the same models give without a fault (whichever words this CPU's numerics
+    # make of espeak's voice), each translated, the one hit by the fault too
+    assert [e.text for e in sink.finals("en")] == [e.text for e in fault_free.finals("en")]
+    assert [e.text for e in sink.finals("pt")] == [e.text for e in fault_free.finals("pt")]
+    assert len(sink.finals("en")) >= 2 and len(sink.finals("pt")) == len(sink.finals("en"))
     assert pipeline.stats.restarts == 1
     assert any("injected" in e for e in pipeline.errors)
     assert pipeline.failing == {}  # the stage worked again after the fault: health is clear
