@@ -44,6 +44,15 @@ def test_one_candidate_is_known_before_anyone_speaks():
         LanguageDecision([])
 
 
+def test_the_candidates_are_the_rooms_spoken_languages_the_model_knows():
+    model = ["en", "pt", "es", "fr"]
+    assert LanguageDecision.for_room(model, "auto", ["pt", "en", "xx"]).candidates == ["pt", "en"]
+    assert LanguageDecision.for_room(model, "auto", []).candidates == model
+    assert LanguageDecision.for_room(model, "es", ["pt", "en"]).fixed == "es"  # a set source language
+    with pytest.raises(ValueError, match="spoken languages"):
+        LanguageDecision.for_room(["en"], "auto", ["pt"])
+
+
 def test_no_detection_before_enough_speech():
     decision = LanguageDecision(["en", "pt"])
     assert not decision.ready(utterance(lid.detect_min_s(2) - 0.1))

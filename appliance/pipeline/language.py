@@ -39,6 +39,15 @@ class LanguageDecision:
         # speaker id (None: unknown) -> prior over languages; replaceable (a bench or a test may watch it)
         self.prior: Callable[[str | None], dict[str, float]] = self.default_prior
 
+    @classmethod
+    def for_room(cls, model_languages: Sequence[str], source_lang: str, spoken: Iterable[str], **kwargs):
+        """The decision among `source_lang`, or with "auto" among the room's `spoken` languages that the speech model
+        knows (all of the model's when none are listed)."""
+        candidates = lid.candidates(model_languages, list(spoken)) if source_lang == "auto" else [source_lang]
+        if not candidates:
+            raise ValueError(f"none of the spoken languages {list(spoken)} is known to the speech model")
+        return cls(candidates, **kwargs)
+
     @property
     def fixed(self) -> str | None:
         """The only candidate, or None when there is a choice to make."""

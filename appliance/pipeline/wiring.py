@@ -31,7 +31,6 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from appliance.asr import language as lid
 from appliance.captions import layout
 from appliance.events import CaptionEvent
 from appliance.pipeline.context import LEFT_CONTEXT_GAP_S, PromptContext
@@ -85,13 +84,10 @@ class Pipeline:
         self._threads: dict[str, threading.Thread] = {}  # stage name -> its worker
         self._routes: dict[str, dict[str, Route | None]] = {}
         self._revs: dict[tuple[str, str], int] = {}  # (utterance, language) -> the last event's revision
-        candidates = lid.candidates(getattr(asr, "languages", ["en"]), list(spoken)) if source_lang == "auto" \
-            else [source_lang]
-        if not candidates:
-            raise ValueError(f"none of the spoken languages {list(spoken)} is known to the speech model")
         new_id = UtteranceIds()
         self.speaker_stage = SpeakerStage(speakers, self.warnings)
-        self.language = LanguageDecision(candidates, speaker_language=self.speaker_stage.language_of)
+        self.language = LanguageDecision.for_room(getattr(asr, "languages", ["en"]), source_lang, spoken,
+                                                  speaker_language=self.speaker_stage.language_of)
         self.context = PromptContext(prompt_terms=prompt_terms, left_gap_s=left_context_s)
         self.recognizer = RecognizerStage(
             asr, decoder=Decoder(asr, self.context, self.stats, beam_size), language=self.language,
