@@ -56,9 +56,10 @@ def stage(whisper, *, candidates=("en",), beam_size=1, backlog_s=0.0):
     ids = iter(f"u{i}" for i in range(2, 100))
     stats, out, context = Stats(), Out(), PromptContext()
     rec = RecognizerStage(whisper, decoder=Decoder(whisper, context, stats, beam_size),
-                          language=LanguageDecision(candidates), speakers=SpeakerStage(), stats=stats, emit=out.emit,
-                          forward=out.forward, routes=lambda source: {}, backlog_s=lambda: backlog_s,
-                          new_id=lambda: next(ids), beam_size=beam_size, skip_when_behind=True)
+                          language=LanguageDecision(candidates), context=context, speakers=SpeakerStage(),
+                          stats=stats, emit=out.emit, forward=out.forward, routes=lambda source: {},
+                          backlog_s=lambda: backlog_s, new_id=lambda: next(ids), beam_size=beam_size,
+                          skip_when_behind=True)
     return rec, stats, out
 
 
@@ -134,7 +135,7 @@ def test_a_final_in_another_language_withdraws_the_partials_and_takes_a_new_id()
 def test_a_rejected_final_withdraws_what_was_shown_and_resets_the_context():
     whisper = ScriptedWhisper(("Good morning", -0.2), ("", -0.2))
     rec, stats, out = stage(whisper)
-    rec.decoder.context.remember("en", "Welcome.", np.zeros(SR, np.float32), 1.0)
+    rec.context.remember("en", "Welcome.", np.zeros(SR, np.float32), 1.0)
     utt = utterance(1.0)
     utt.start = 5.0  # 4 s after the last final: the same context, too late for left audio context
     rec.partial(utt, 0.0)
@@ -142,13 +143,13 @@ def test_a_rejected_final_withdraws_what_was_shown_and_resets_the_context():
     rec.final(utt, 0.0)
     assert stats.rejected == 1 and stats.finals == 0
     assert out.events[-1] == ("u1", True, "en", "") and out.forwarded[-1] == ("u1", True, "en", "")
-    assert rec.decoder.context.prompt(6.0, "en") is None
+    assert rec.context.prompt(6.0, "en") is None
 
 
 def test_a_decode_that_only_echoes_the_prompt_is_done_again_without_it():
     whisper = ScriptedWhisper(("Welcome to the meeting.", -0.2), ("by the European Union.", -0.3))
     rec, stats, out = stage(whisper)
-    rec.decoder.context.remember("en", "Welcome to the meeting.", np.zeros(SR, np.float32), 1.0)
+    rec.context.remember("en", "Welcome to the meeting.", np.zeros(SR, np.float32), 1.0)
     utt = utterance(1.0)
     utt.start = 5.0
     rec.final(utt, 0.0)
@@ -159,7 +160,7 @@ def test_a_decode_that_only_echoes_the_prompt_is_done_again_without_it():
 def test_a_short_utterance_right_after_a_final_is_decoded_after_that_finals_audio():
     whisper = ScriptedWhisper(("tomorrow.", -0.2))  # (Whisper answers what follows the forced text)
     rec, stats, out = stage(whisper)
-    rec.decoder.context.remember("en", "See you", np.zeros(SR, np.float32), 1.0)
+    rec.context.remember("en", "See you", np.zeros(SR, np.float32), 1.0)
     utt = utterance(0.8)
     utt.start = 1.5
     rec.final(utt, 0.0)

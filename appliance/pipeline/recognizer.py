@@ -24,6 +24,7 @@ import numpy as np
 
 from appliance.asr.stable import StablePrefix
 from appliance.asr.whisper import Aborted
+from appliance.pipeline.context import PromptContext
 from appliance.pipeline.decoding import Decoder, rejection
 from appliance.pipeline.language import LanguageDecision
 from appliance.pipeline.speaker_stage import SpeakerStage
@@ -56,14 +57,15 @@ class RecognizerStage:
     `forward(SourceCaption)` hands a caption to the translator; `routes(source)` are the translation routes;
     `backlog_s()` is the audio waiting for recognition; `new_id()` names an utterance that changes language."""
 
-    def __init__(self, asr, *, decoder: Decoder, language: LanguageDecision, speakers: SpeakerStage, stats,
-                 emit: Callable[..., None], forward: Callable[[SourceCaption], None],
+    def __init__(self, asr, *, decoder: Decoder, language: LanguageDecision, context: PromptContext,
+                 speakers: SpeakerStage, stats, emit: Callable[..., None], forward: Callable[[SourceCaption], None],
                  routes: Callable[[str], dict[str, Route | None]], backlog_s: Callable[[], float],
                  new_id: Callable[[], str], beam_size: int = 1, partial_interval_s: float = 1.0, partials: bool = True,
                  skip_when_behind: bool = True):
         self.asr = asr
         self.decoder = decoder
         self.language = language
+        self.context = context  # (the decoder's): a final joins it, a rejected final resets it
         self.speakers = speakers
         self.stats = stats
         self.emit = emit
@@ -202,7 +204,7 @@ class RecognizerStage:
         result = self._final_decode(utt, lang, speech_samples)
         if reason := rejection(result, utt):
             self.stats.rejected += 1
-            self.decoder.context.reset("rejected final")
+            self.context.reset("rejected final")
             log.info("utterance %s rejected (%s): %r", utt.id, reason, result.text)
             self._withdraw(utt, lang, speech_end_wall)
             return
@@ -212,7 +214,7 @@ class RecognizerStage:
         self.language.last = lang
         end = utt.end
         text = result.text.strip()  # the whole utterance's decode: it may correct words partials showed as stable
-        self.decoder.context.remember(lang, text, audio, end)
+        self.context.remember(lang, text, audio, end)
         utt.speaker = self.speakers.final(utt.id, audio, lang) or utt.speaker
         self.emit(utt.id, True, lang, lang, text, utt.start, end, {"asr": asr_s}, speaker=utt.speaker)
         self.stats.finals += 1

@@ -91,9 +91,10 @@ class Pipeline:
         self.context = PromptContext(prompt_terms=prompt_terms, left_gap_s=left_context_s)
         self.recognizer = RecognizerStage(
             asr, decoder=Decoder(asr, self.context, self.stats, beam_size), language=self.language,
-            speakers=self.speaker_stage, stats=self.stats, emit=self._emit, forward=self._to_translator,
-            routes=self.routes, backlog_s=self.backlog_s, new_id=new_id, beam_size=beam_size,
-            partial_interval_s=partial_interval_s, partials=partials, skip_when_behind=skip_when_behind)
+            context=self.context, speakers=self.speaker_stage, stats=self.stats, emit=self._emit,
+            forward=self._to_translator, routes=self.routes, backlog_s=self.backlog_s, new_id=new_id,
+            beam_size=beam_size, partial_interval_s=partial_interval_s, partials=partials,
+            skip_when_behind=skip_when_behind)
         self.utterances = UtteranceSegmenter(self.recognizer, self.speaker_stage, new_id=new_id, stats=self.stats,
                                              language=self.language.fixed, max_segment_s=max_segment_s,
                                              sentence_pause_s=sentence_pause_s)
