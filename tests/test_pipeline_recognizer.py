@@ -1,11 +1,12 @@
 """The recognizer stage's policy on plain data: when partials are decoded or skipped, when the final reuses the
-end-of-speech probe's decode, Whisper's beam fallback, a final whose language is not the partials', a rejected final.
+end-of-speech probe's decode, Whisper's beam fallback, a final whose language is not the partials', a rejected final;
+and its decoder's: the prompt's echo, left audio context.
 
-And the decoder's: the prompt's echo, left audio context.
 A small scripted Whisper stands in for the model (given texts and language probabilities; every call recorded). The
 same paths run on the real model in test_accuracy.py (each final the probe's decode with a beam; a Spanish turn
-after English partials; the fallback; words after a finished sentence not lost to the prompt; left audio context for a
-short continuation) and test_pipeline.py (partials skipped behind real time)."""
+after English partials, whose English final needs the fallback; words after a finished sentence not lost to the
+prompt; left audio context for a short continuation) and test_pipeline.py (partials on real speech, one aborted when
+speech pauses in real time). Partials skipped behind real time run on real models only in `appliance bench`."""
 
 from __future__ import annotations
 
