@@ -298,14 +298,13 @@ def _bench_speakers(args, cfg, progress) -> int:
 
 
 def _bench_archive(args) -> int:
-    from appliance.archive import bench
-    from appliance.bench import report
+    from appliance.bench import archive_bench, report
 
-    result = bench.run(progress=lambda m: print(m, file=sys.stderr, flush=True))
+    result = archive_bench.run(progress=lambda m: print(m, file=sys.stderr, flush=True))
     if args.json:
         print(report.to_json(result))
     else:
-        bench.print_report(result)
+        archive_bench.print_report(result)
     return 0
 
 

@@ -185,7 +185,7 @@ def run(subscribers: int, processes: int, rate: float, duration: float, partials
             per = [subscribers // processes + (1 if i < subscribers % processes else 0) for i in range(processes)]
             t0 = time.monotonic()
             for i, k in (enumerate(per) if client == "paho" else ()):
-                workers.append(subprocess.Popen([sys.executable, "-m", "appliance.bus.bench", "--worker", str(port), str(k),
+                workers.append(subprocess.Popen([sys.executable, "-m", "appliance.bench.bus_bench", "--worker", str(port), str(k),
                                                  topic, str(i)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
             for w in workers:
                 line = w.stdout.readline().strip()
