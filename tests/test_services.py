@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
+from pathlib import Path
 
 import pytest
 
@@ -185,6 +187,17 @@ def test_every_config_section_restarts_a_service_or_waits_for_the_next_start(tmp
     affected = {key: [s.name for s in sup.services.affected(old, new)] for key, new in changed.items()}
     assert affected == {"display": ["display"], "audio": ["capture"],
                         "state_dir": ["broker", "publisher", "archive", "pipeline"]}
+
+
+def test_the_configuration_guide_lists_what_each_service_restarts_for(tmp_path):
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "configuration.md").read_text()
+    doc = doc.split("## Applying a change")[1].split("\n## ")[0]
+    rows = dict(re.findall(r"^\| `(\w+)` \| ([^(|]*)", doc, re.M))
+    listed = {name: tuple(re.findall(r"`(\w+)`", sections)) for name, sections in rows.items()}
+    assert listed == {s.name: s.sections for s in daemon(tmp_path).services if s.sections}
+    assert list(listed) == [s.name for s in daemon(tmp_path).services if s.sections]  # in restart order
+    assert all(f"`{section}`" in doc.split("changes take effect at the next start")[0].rsplit("\n\n", 1)[-1]
+               for section in NEXT_START)
 
 
 def test_health_names_every_service_check_and_the_config_file(tmp_path):
