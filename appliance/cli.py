@@ -416,6 +416,8 @@ def cmd_run(args, *, demo: bool = False) -> int:
                       input_file=Path(args.input) if args.input else None, use_sample_without_mic=demo,
                       overrides=overrides)
     supervisor = Supervisor(cfg, opts)
+    if args.prepare is not None:  # a test harness's hooks (appliance.bench.inject)
+        args.prepare(supervisor)
     if demo:  # show the captions as a room display receives them: subscribers on the broker, one per language
         from appliance.display.terminal import print_finals
 
@@ -497,7 +499,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, prepare=None) -> int:
+    """The command line. prepare: called with the daemon's Supervisor before `run` or `demo` runs it (the bench
+    harness installs its fault injection this way; `appliance` itself passes nothing)."""
     from appliance.audio.base import AudioError
     from appliance.bus.broker import BrokerError
     from appliance.bus.credentials import CredentialError
@@ -505,6 +509,7 @@ def main(argv: list[str] | None = None) -> int:
     from appliance.modelstore.manifest import ModelError
 
     args = build_parser().parse_args(argv)
+    args.prepare = prepare
     _setup_logging(args.verbose)
     try:
         return int(args.func(args) or 0)

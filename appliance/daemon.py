@@ -88,10 +88,6 @@ class Supervisor:
         self.capture = CaptureService(self.ctx, feed=self.pipeline.feed)
         self.panel = PanelService(self, device_lister=self.capture.list_devices)
         self.display = DisplayService(self.ctx, connection=self.display_connection)
-        from appliance import faults
-
-        self.pipeline.on_engines.append(faults.inject_from_env)  # fault-injection tests only (APPLIANCE_FAULTS)
-        self.capture.replay_speed = faults.replay_speed()
         front = [] if opts.once else [self.panel, self.display]
         self.services = ServiceGroup([self.broker, self.attached, self.publisher, self.recording, self.pipeline,
                                       self.capture, *front])
