@@ -74,6 +74,8 @@ class Attached(Service):
 
 
 class Supervisor:
+    """The daemon: its services in start order, the config in force, and the main loop."""
+
     def __init__(self, cfg: Config, opts: RunOptions):
         self.ctx = Context(cfg, opts, Status())
         self.opts, self.status = opts, self.ctx.status
@@ -83,7 +85,7 @@ class Supervisor:
         self.broker = BrokerService(self.ctx)
         self.attached = Attached()
         self.publisher = PublisherService(self.ctx, detail=self._detail)
-        self.recording = ArchiveService(self.ctx)
+        self.recording = ArchiveService(self.ctx)  # the "archive" service; `archive` is its writer (for the panel)
         self.pipeline = PipelineService(self.ctx, self.sink, on_started=self.publisher.announce)
         self.capture = CaptureService(self.ctx, feed=self.pipeline.feed)
         self.panel = PanelService(self, device_lister=self.capture.list_devices)

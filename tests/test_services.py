@@ -73,10 +73,14 @@ def group(log: list, room_: Room, **fail) -> ServiceGroup:
                          make("archive", ("archive",)), make("capture", ("audio",))])
 
 
+def part(services: ServiceGroup, name: str) -> Recorded:
+    return next(s for s in services if s.name == name)
+
+
 def test_services_start_in_order_and_stop_in_reverse_each_with_its_own_timeout():
     log, r = [], Room(room())
     services = group(log, r)
-    services["capture"].stop_timeout_s = 5.0
+    part(services, "capture").stop_timeout_s = 5.0
     services.start()
     assert [e[1] for e in log] == ["broker", "publisher", "archive", "capture"]
     log.clear()
@@ -124,7 +128,7 @@ def test_a_change_that_cannot_start_rolls_every_touched_service_back():
     assert r.cfg is old
     assert log == [("stop", "broker", 10.0), ("start", "broker", "bad"), ("start", "publisher", "bad"),
                    ("stop", "broker", 10.0), ("start", "broker", "r1"), ("start", "publisher", "r1")]
-    assert services["broker"].running and services["publisher"].running and services["archive"].running
+    assert all(service.running for service in services)
 
 
 def test_a_failed_rollback_says_both_reasons():
@@ -143,9 +147,9 @@ def test_heal_restarts_only_the_services_that_ask_for_it_while_they_have_a_probl
     log, r = [], Room(room())
     services = group(log, r)
     services.start()
-    services["capture"].restart_on_problem = True
-    services["capture"].broken = "stopped: device lost"
-    services["archive"].broken = "disk gone"  # a problem, but not one a restart is asked for
+    part(services, "capture").restart_on_problem = True
+    part(services, "capture").broken = "stopped: device lost"
+    part(services, "archive").broken = "disk gone"  # a problem, but not one a restart is asked for
     log.clear()
     assert services.heal() == ["capture"]
     assert [(e[0], e[1]) for e in log] == [("stop", "capture"), ("start", "capture")]
@@ -155,7 +159,7 @@ def test_heal_restarts_only_the_services_that_ask_for_it_while_they_have_a_probl
 def test_checks_are_every_service_problem_in_order():
     log, r = [], Room(room())
     services = group(log, r)
-    services["archive"].broken = "disk gone"
+    part(services, "archive").broken = "disk gone"
     checks = services.checks()
     assert [c.name for c in checks] == ["broker", "publisher", "archive", "capture"]
     assert [c.problem() for c in checks] == [None, None, "disk gone", None] and all(c.critical for c in checks)

@@ -111,9 +111,6 @@ class ServiceGroup:
     def __iter__(self) -> Iterator[Service]:
         return iter(self.services)
 
-    def __getitem__(self, name: str) -> Service:
-        return next(s for s in self.services if s.name == name)
-
     def start(self) -> None:
         """Start every service in order. When one fails, those already started are stopped (in reverse) and the
         error is raised."""
