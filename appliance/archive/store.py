@@ -3,12 +3,18 @@
 Times are Unix seconds (wall clock). A final is kept once per (meeting, utterance id, language): a later
 revision replaces an earlier one. `speaker` is stored as JSON text when the event carries one.
 This module only reads and writes the database; the writer thread (writer.py) decides when.
+
+Forgetting is real: foreign keys cascade, `secure_delete` zeroes what is deleted, and after each delete the freed
+pages are given back and the WAL is truncated, so a deleted sentence is no longer anywhere in the files. The file
+and the state folder are the appliance user's only (0600 / 0700). Readers (panel, audience, CLI) open it read-only
+and never run the integrity check; the writer runs it when it opens the file and after a failed write.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -18,7 +24,7 @@ from typing import Any, Iterable
 log = logging.getLogger(__name__)
 
 __all__ = ["ArchiveStore", "ArchiveError", "Meeting", "StoredFinal", "open_store", "open_read_only", "DB_NAME",
-           "is_disk_full"]
+           "is_disk_full", "make_private"]
 
 DB_NAME = "archive.db"
 SCHEMA_VERSION = 1
@@ -148,26 +154,42 @@ class ArchiveStore:
         return self.meeting(row[0]) if row else None
 
     def delete(self, meeting_id: int) -> None:
+        """Delete one meeting. The writer ends it first when it runs (Archive.delete_meeting); call it from there."""
         self.meeting(meeting_id)  # unknown id -> ArchiveError
         with self.conn:
             self.conn.execute("DELETE FROM finals WHERE meeting_id = ?", (meeting_id,))
             self.conn.execute("DELETE FROM meetings WHERE id = ?", (meeting_id,))
+        self.reclaim()
 
     def delete_all(self) -> int:
         with self.conn:
             n = self.conn.execute("SELECT COUNT(*) FROM meetings").fetchone()[0]
             self.conn.execute("DELETE FROM finals")
             self.conn.execute("DELETE FROM meetings")
+        self.reclaim()
         return int(n)
 
     def purge(self, older_than: float) -> int:
-        """Delete meetings that ended before `older_than` (Unix seconds); returns how many."""
+        """Delete every row older than `older_than` (Unix seconds): meetings whose last activity (or end) is older,
+        their finals, finals older than that whatever their meeting, and finals whose meeting is gone. Returns how
+        many meetings went."""
         with self.conn:
-            ids = [r[0] for r in self.conn.execute("SELECT id FROM meetings WHERE ended IS NOT NULL AND ended < ?",
-                                                   (older_than,))]
-            self.conn.executemany("DELETE FROM finals WHERE meeting_id = ?", [(i,) for i in ids])
-            self.conn.executemany("DELETE FROM meetings WHERE id = ?", [(i,) for i in ids])
-        return len(ids)
+            n = self.conn.execute("DELETE FROM meetings WHERE COALESCE(ended, last_activity) < ?",
+                                  (older_than,)).rowcount
+            rows = self.conn.execute("DELETE FROM finals WHERE emitted < ? OR end < ? OR meeting_id NOT IN "
+                                     "(SELECT id FROM meetings)", (older_than, older_than)).rowcount
+        if n or rows:
+            self.reclaim()
+        return int(n)
+
+    def reclaim(self) -> None:
+        """Give the freed pages back to the file system and empty the WAL (which still holds the deleted text)."""
+        self.conn.execute("PRAGMA incremental_vacuum").fetchall()
+        self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def check(self) -> str:
+        """SQLite's quick_check: "ok", or what is damaged."""
+        return str(self.conn.execute("PRAGMA quick_check").fetchone()[0])
 
     # ---- reads ----------------------------------------------------------------------------------------------
     def meetings(self) -> list[Meeting]:
@@ -210,17 +232,37 @@ class ArchiveStore:
         self.conn.close()
 
 
+def make_private(path: Path) -> None:
+    """The state folder 0700 and the database file 0600 (created so, never wider, before SQLite opens it)."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(path.parent, 0o700)
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    for name in (path.name, path.name + "-wal", path.name + "-shm"):  # SQLite gives its side files the db's mode
+        side = path.with_name(name)
+        if side.exists():
+            os.chmod(side, 0o600)
+
+
 def _connect(path: Path) -> sqlite3.Connection:
+    make_private(path)
     conn = sqlite3.connect(path, timeout=10, check_same_thread=False, isolation_level=None)
-    conn.isolation_level = ""  # `with conn:` opens and commits transactions
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across application crashes, fast commits
-    conn.executescript(SCHEMA)
-    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-    check = conn.execute("PRAGMA quick_check").fetchone()[0]
-    if check != "ok":
+    try:
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA secure_delete=ON")  # deleted text is overwritten, not left in free pages
+        if conn.execute("PRAGMA auto_vacuum").fetchone()[0] != 2:  # incremental: deletes can give pages back
+            conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
+            conn.execute("VACUUM")  # a no-op on a new file; converts an older archive once
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across application crashes, fast commits
+        conn.executescript(SCHEMA)
+        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        check = conn.execute("PRAGMA quick_check").fetchone()[0]
+        if check != "ok":
+            raise sqlite3.DatabaseError(f"database disk image is malformed ({check})")
+    except BaseException:
         conn.close()
-        raise sqlite3.DatabaseError(f"database disk image is malformed ({check})")
+        raise
+    conn.isolation_level = ""  # `with conn:` opens and commits transactions
     return conn
 
 
@@ -242,6 +284,7 @@ def open_read_only(path: str | Path) -> ArchiveStore | None:
     if not path.exists():
         return None
     conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=5, check_same_thread=False)
+    conn.execute("PRAGMA query_only=ON")
     return ArchiveStore(path, conn)
 
 
@@ -250,7 +293,6 @@ def open_store(path: str | Path, *, create: bool = True, repair: bool = True) ->
     path = Path(path)
     if not create and not path.exists():
         raise ArchiveError(f"no archive at {path}: nothing has been recorded with this state folder")
-    path.parent.mkdir(parents=True, exist_ok=True)
     try:
         return ArchiveStore(path, _connect(path))
     except sqlite3.DatabaseError as exc:

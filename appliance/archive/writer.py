@@ -2,10 +2,11 @@
 
   pipeline threads --sink--> Archive.put(event)  (never blocks; drops with a counter when the queue is full)
                              queue (bounded) --> writer thread --> ArchiveStore (SQLite)
-  panel --start()/stop()--> the same queue, so commands and finals keep their order.
+  panel --start()/stop()/delete--> the same queue, so commands and finals keep their order.
 
 The writer thread owns the meeting state: a final after a silence gap longer than `gap_s` starts a new
-meeting. A full disk stops archiving with a warning (captions go on); a damaged database is set aside and
+meeting. Deleting the running meeting ends it first (the next final starts a new one), so no row is ever
+written under a deleted id. A full disk stops archiving with a warning (captions go on); a damaged database is set aside and
 a new one started. Events carry audio times (seconds from the start of their stream); they are turned into
 Unix times with an anchor taken from the first final of each stream.
 """
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from appliance.archive.store import ArchiveStore, is_corrupt, is_disk_full, open_store, set_aside
+from appliance.archive.store import ArchiveError, ArchiveStore, is_corrupt, is_disk_full, open_store, set_aside
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +39,10 @@ _STOP = object()
 
 @dataclass
 class _Command:
-    name: str  # "start" | "stop"
+    name: str  # "start" | "stop" | "flush" | "delete" | "delete_all"
     done: threading.Event
     result: Any = None
+    arg: Any = None
 
 
 def speaker_json(event: Any) -> str | None:
@@ -106,6 +108,14 @@ class Archive:
         """End the running meeting; returns its id (None when none ran). The next final starts a new one."""
         return self._command("stop", timeout)
 
+    def delete_meeting(self, meeting_id: int, timeout: float = 10.0) -> None:
+        """Delete one meeting (ended first when it runs); an unknown id raises ArchiveError."""
+        self._command("delete", timeout, meeting_id)
+
+    def delete_all(self, timeout: float = 30.0) -> int:
+        """Delete every meeting (the running one ended first); returns how many."""
+        return self._command("delete_all", timeout)
+
     def flush(self, timeout: float = 10.0) -> None:
         """Wait until everything queued so far is on disk."""
         self._command("flush", timeout)
@@ -122,10 +132,10 @@ class Archive:
                 "meeting": self._meeting, "written": self.written, "dropped": self.dropped,
                 "queued": self._q.qsize(), "problem": self.stopped_reason}
 
-    def _command(self, name: str, timeout: float):
+    def _command(self, name: str, timeout: float, arg: Any = None):
         if self.stopped_reason:
             raise RuntimeError(self.stopped_reason)
-        cmd = _Command(name, threading.Event())
+        cmd = _Command(name, threading.Event(), arg=arg)
         self._q.put(cmd, timeout=timeout)
         if not cmd.done.wait(timeout):
             raise TimeoutError(f"archive: the writer did not answer '{name}' within {timeout:.0f} s")
@@ -178,7 +188,7 @@ class Archive:
             self._guarded(self._write, batch)
             self._guarded(self._maybe_purge)  # before answering commands: a flush sees the meeting's end
             for cmd in commands:
-                cmd.result = self._guarded(self._do, cmd.name, errors=True)
+                cmd.result = self._guarded(self._do, cmd, errors=True)
                 cmd.done.set()
             if stop:
                 if self._store is not None:
@@ -191,6 +201,8 @@ class Archive:
             return None
         try:
             return fn(*args)
+        except ArchiveError as exc:  # a command's answer (an unknown meeting), not a disk problem
+            return exc if errors else None
         except sqlite3.DatabaseError as exc:
             if is_disk_full(exc):
                 self.stopped_reason = f"archive stopped: the disk is full ({self.path.parent}); captions continue"
@@ -201,7 +213,19 @@ class Archive:
             else:
                 log.exception("archive write failed")
                 self._warn(f"archive: write failed: {exc}")
+                self._check_after_error()
             return exc if errors else None
+
+    def _check_after_error(self) -> None:
+        """A write failed for another reason: the integrity check decides whether the file is damaged."""
+        try:
+            result = self._store.check()
+        except sqlite3.DatabaseError as exc:
+            if not is_corrupt(exc):
+                return  # locked or busy: nothing known about the file
+            result = str(exc)
+        if result != "ok":
+            self._replace_damaged(sqlite3.DatabaseError(f"database disk image is malformed ({result})"))
 
     def _drain(self) -> None:
         """Empty the queue (archiving stopped), answering waiting commands so no caller hangs."""
@@ -262,9 +286,15 @@ class Archive:
                 self._anchors.pop(next(iter(self._anchors)))
         return anchor + event.start, anchor + event.end
 
-    def _do(self, name: str):
+    def _do(self, cmd: _Command):
+        name = cmd.name
         if name == "flush":
             return None
+        if name == "delete":
+            return self._delete(cmd.arg)
+        if name == "delete_all":
+            self._meeting = None
+            return self._store.delete_all()
         ended = self._meeting
         if ended is not None:
             self._store.end_meeting(ended, self.clock() if name == "start" else None)
@@ -278,6 +308,14 @@ class Archive:
         log.info("archive: meeting %s stopped from the panel", ended)
         return ended
 
+    def _delete(self, meeting_id: int) -> None:
+        if self._meeting == meeting_id:
+            self._store.end_meeting(meeting_id, self.clock())
+            self._meeting = None
+            log.info("archive: meeting %d ended to be deleted", meeting_id)
+        self._store.delete(meeting_id)
+        log.info("archive: meeting %d deleted from the panel", meeting_id)
+
     def _maybe_purge(self) -> None:
         now = self.clock()
         if self._meeting is not None and now - max(self._last_activity, self._last_arrival) > self.gap_s:
@@ -288,5 +326,7 @@ class Archive:
             return
         self._next_purge = now + PURGE_INTERVAL_S
         n = self._store.purge(now - self.retention_s)
+        if self._meeting is not None and self._store.open_meeting() is None:
+            self._meeting = None  # a meeting older than the retention itself (a retention shorter than the gap)
         if n:
             log.info("archive: %d meetings older than %.0f days deleted", n, self.retention_s / 86400)

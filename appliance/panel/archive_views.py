@@ -1,7 +1,8 @@
 """The panel's archive page: meetings recorded, start/stop a meeting, delete one or all, download exports.
 
-Reads the archive file with its own SQLite connection; meeting start/stop goes through the running
-Archive's writer thread (so commands and finals keep their order). Everything here needs the admin login.
+Reads the archive file with a read-only SQLite connection of its own (no integrity check per request: the writer
+checks at start and after a failed write); meeting start/stop and deletes go through the running Archive's writer
+thread (so commands and finals keep their order, and a deleted meeting is ended first). Everything here needs the admin login.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import time
 from flask import Response, flash, redirect, request, url_for
 
 from appliance.archive.export import FORMATS, export, file_name
-from appliance.archive.store import ArchiveError, open_store
+from appliance.archive.store import ArchiveError, open_read_only
 from appliance.panel.context import context
 from appliance.panel.pages import PanelBlueprint, section, settings_page
 
@@ -25,10 +26,11 @@ def _archive():
 
 
 def _store():
+    """A read-only connection, or None when recording is off or nothing has been recorded yet."""
     archive = _archive()
     if archive is None:
         return None
-    return open_store(archive.path, repair=False)
+    return open_read_only(archive.path)
 
 
 def _page_extra(data: dict) -> dict:
@@ -37,10 +39,11 @@ def _page_extra(data: dict) -> dict:
     if archive is not None:
         try:
             store = _store()
-            try:
-                meetings = list(reversed(store.meetings()))
-            finally:
-                store.close()
+            if store is not None:
+                try:
+                    meetings = list(reversed(store.meetings()))
+                finally:
+                    store.close()
         except sqlite3.Error as exc:
             problem = f"the archive cannot be read: {exc}"
     state = archive.state() if archive is not None else None
@@ -75,19 +78,19 @@ def command():
 @bp.route("/archive/<int:meeting_id>/delete", methods=["POST"])
 @bp.route("/archive/delete-all", methods=["POST"])
 def delete(meeting_id: int | None = None):
-    store = _store()
-    if store is None:
+    """Through the writer thread: a running meeting is ended first, so nothing is written under its id again."""
+    archive = _archive()
+    if archive is None:
+        flash("Recording is off (archive.enabled).", "error")
         return redirect(url_for("archive.page"), code=303)
     try:
         if meeting_id is None:
-            flash(f"{store.delete_all()} meetings deleted.", "ok")
+            flash(f"{archive.delete_all()} meetings deleted.", "ok")
         else:
-            store.delete(meeting_id)
+            archive.delete_meeting(meeting_id)
             flash(f"Meeting {meeting_id} deleted.", "ok")
-    except ArchiveError as exc:
+    except (ArchiveError, RuntimeError, TimeoutError, sqlite3.Error) as exc:
         flash(str(exc), "error")
-    finally:
-        store.close()
     return redirect(url_for("archive.page"), code=303)
 
 
@@ -102,6 +105,8 @@ def download(ref: str):
     except (RuntimeError, TimeoutError):
         pass  # archiving stopped or slow: export what is on disk
     store = _store()
+    if store is None:
+        return Response("nothing has been recorded yet\n", 404, mimetype="text/plain")
     fmt = request.args.get("format", "srt")
     try:
         meeting, text = export(store, ref, request.args.get("lang", ""), fmt)
