@@ -172,6 +172,17 @@ class ArchiveConfig(_Section):
                                   description="Days a finished meeting is kept before it is deleted.")
 
 
+class AudienceConfig(_Section):
+    enabled: bool = Field(True, title="Audience page",
+                          description="Serve the audience page for phones on the display server. It shows only "
+                                      "the running meeting, and only to those who type the meeting code shown on "
+                                      "the room display.")
+    scrollback: Literal["meeting", "none"] = Field("meeting", title="Scroll-back",
+                                                   description="What a phone sees of what was said before it "
+                                                               "joined: 'meeting' (the running meeting so far) "
+                                                               "or 'none' (live captions only).")
+
+
 class SpeakersConfig(_Section):
     enabled: bool = Field(True, title="Speaker turns",
                           description="Tell speakers apart with the on-device speaker model and mark each change of speaker "
@@ -194,6 +205,7 @@ class Config(_Section):
     display: DisplayServerConfig = Field(default_factory=DisplayServerConfig)
     accelerator: AcceleratorConfig = Field(default_factory=AcceleratorConfig)
     archive: ArchiveConfig = Field(default_factory=ArchiveConfig)
+    audience: AudienceConfig = Field(default_factory=AudienceConfig)
     speakers: SpeakersConfig = Field(default_factory=SpeakersConfig)
     models_dir: Optional[str] = Field(None, description="Folder of built models; default: the project's models/ or /var/lib/appliance/models.")
     state_dir: str = Field("/var/lib/appliance", description="Folder for the queue of unsent finals and other state.")

@@ -128,8 +128,17 @@ class Supervisor:
             return self.broker.rotate_display_password()
 
     def display_connection(self) -> dict:
-        """What a room display needs to connect (the display server serves it): see BrokerAccess."""
-        return self.broker.access.display_connection(languages_on_offer(self.cfg))
+        """What a room display needs to connect (the display server serves it): see BrokerAccess. It carries the
+        meeting code too: the endpoint that already hands out the room's display credential, so the code reaches no
+        one who could not already read the live captions."""
+        info = self.broker.access.display_connection(languages_on_offer(self.cfg))
+        if self.cfg.audience.enabled:
+            info["meeting_code"] = self.ctx.meeting_code.current
+        return info
+
+    def new_meeting_code(self) -> str:
+        """A new meeting code now (the panel's Live and Archive pages); the old one is refused from now on."""
+        return self.ctx.meeting_code.rotate()
 
     # ---- captions -------------------------------------------------------------------------------------------
     def sink(self, event) -> None:

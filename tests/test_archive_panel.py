@@ -82,13 +82,14 @@ def test_archive_settings_are_saved_validated_and_applied(recorded):
     panel, _ = recorded
     page = panel.client.get("/archive")
     assert 'name="archive.gap_min"' in page.text and 'name="archive.retention_days"' in page.text
+    assert 'name="audience.enabled"' in page.text and 'name="audience.scrollback"' in page.text
     form = {"csrf_token": panel.token("/archive"), "archive.enabled": "on", "archive.gap_min": "45",
-            "archive.retention_days": "7"}
+            "archive.retention_days": "7", "audience.enabled": "on", "audience.scrollback": "none"}
     r = panel.client.post("/archive", data=form)
     assert r.status_code == 303
     saved = panel.app.extensions["appliance_panel"].config_path.read_text()
     assert '"gap_min": 45.0' in saved and '"retention_days": 7.0' in saved
     assert panel.ctx.applier.wait()["state"] == "applied"  # the daemon is told (it restarts the archive)
-    assert panel.saved[-1].archive.gap_min == 45.0
+    assert panel.saved[-1].archive.gap_min == 45.0 and panel.saved[-1].audience.scrollback == "none"
     bad = panel.client.post("/archive", data={**form, "archive.retention_days": "0"})
     assert bad.status_code == 400 and "archive.retention_days" in bad.text

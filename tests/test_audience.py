@@ -19,6 +19,9 @@ from appliance.archive import Archive
 from appliance.bus.publisher import Publisher
 from appliance.config import BrokerConfig
 from appliance.display import audience, web
+from appliance.meeting_code import MeetingCode
+
+CODE = MeetingCode()  # the room's meeting code (test_audience_code.py: who may read with it)
 
 PHONE = {"width": 390, "height": 844}
 
@@ -52,7 +55,7 @@ def stack(tmp_path, archive_file):
     pub = Publisher(BrokerConfig(port=broker.port), room="r1", state_dir=tmp_path, max_backoff_s=1.0)
     pub.start()
     pub.publish_detail({"name": "Sala", "languages": ["pt", "en"]})
-    server = make_server("127.0.0.1", free_port(), audience.make_app(lambda: archive_file), threaded=True)
+    server = make_server("127.0.0.1", free_port(), audience.make_app(lambda: archive_file, code=CODE), threaded=True)
     t = threading.Thread(target=server.serve_forever, daemon=True)
     t.start()
     yield broker, pub, f"http://127.0.0.1:{server.server_port}"
@@ -67,7 +70,7 @@ def test_phone_page_scrolls_back_follows_live_and_keeps_reader_settings(browser,
     page = ctx.new_page()
     errors = []
     page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(f"{base}/audience/?room=r1&lang=pt&broker=ws://127.0.0.1:{broker.ws_port}")
+    page.goto(f"{base}/audience/?room=r1&lang=pt&code={CODE.current}&broker=ws://127.0.0.1:{broker.ws_port}")
     page.wait_for_function("() => window.audience.history === 30")
     texts = page.eval_on_selector_all("#log p", "els => els.map(e => e.textContent)")
     assert texts[0] == "frase antiga 0" and texts[-1] == "Ana:frase antiga 29"
@@ -133,18 +136,19 @@ def test_qr_code_encodes_the_lan_address_of_the_page(stack):
 
 
 def test_caption_api_is_read_only_and_names_languages(archive_file, tmp_path):
-    client = audience.make_app(lambda: archive_file).test_client()
-    body = client.get("/audience/api/captions?lang=pt").get_json()
+    client = audience.make_app(lambda: archive_file, code=CODE).test_client()
+    body = client.get(f"/audience/api/captions?lang=pt&code={CODE.current}").get_json()
     assert body["meeting"] == 1 and body["running"] and body["languages"] == ["en", "pt"] and len(body["finals"]) == 30
     assert body["finals"][29] == {"id": "s1-29", "text": "frase antiga 29", "start": 116.0, "end": 119.0, "speaker": "Ana"}
-    bad = client.get("/audience/api/captions?lang=de")
+    bad = client.get(f"/audience/api/captions?lang=de&code={CODE.current}")
     assert bad.status_code == 404 and "languages: en, pt" in bad.get_json()["error"]
-    assert client.post("/audience/api/captions?lang=pt").status_code == 405
+    assert client.post("/audience/api/captions?lang=pt&code={CODE.current}").status_code == 405
     assert client.get("/audience/package.json").status_code == 404
-    nothing = audience.make_app(lambda: tmp_path / "none.db").test_client().get("/audience/api/captions?lang=pt")
+    empty = audience.make_app(lambda: tmp_path / "none.db", code=CODE).test_client()
+    nothing = empty.get(f"/audience/api/captions?lang=pt&code={CODE.current}")
     assert nothing.get_json() == {"meeting": None, "running": False, "languages": [], "finals": []}
     assert not (tmp_path / "none.db").exists()  # reading never creates an archive
     mtime = archive_file.stat().st_mtime_ns
-    client.get("/audience/api/captions?lang=en")
+    client.get(f"/audience/api/captions?lang=en&code={CODE.current}")
     assert archive_file.stat().st_mtime_ns == mtime
-    assert json.loads(client.get("/audience/api/captions").data)["finals"] == []
+    assert json.loads(client.get(f"/audience/api/captions?code={CODE.current}").data)["finals"] == []

@@ -280,7 +280,10 @@ def test_audience_page_on_the_display_server_reads_the_closed_broker(browser, tm
                     room="r1", state_dir=tmp_path, max_backoff_s=1.0)
     info = {"room": "r1", "name": "Hall", "prefix": "appliance", "languages": ["pt"], "ws_port": broker.ws_port,
             "username": cred.username, "password": cred.password}
-    pages = DEFAULT_PAGES + (ReadOnlyPage("/audience", lambda: audience.blueprint(lambda: None)),)
+    from appliance.meeting_code import MeetingCode
+
+    code = MeetingCode()
+    pages = DEFAULT_PAGES + (ReadOnlyPage("/audience", lambda: audience.blueprint(lambda: None, code)),)
     lan = lan_address()
     server = WebServer(create_app(lambda: info, pages), lan, 0, name="display").start()
     page = browser.new_page(viewport={"width": 390, "height": 844})
@@ -288,7 +291,7 @@ def test_audience_page_on_the_display_server_reads_the_closed_broker(browser, tm
     page.on("pageerror", lambda e: errors.append(str(e)))
     try:
         pub.start()
-        page.goto(f"http://{lan}:{server.port}/audience/?room=r1&lang=pt")
+        page.goto(f"http://{lan}:{server.port}/audience/?room=r1&lang=pt&code={code.current}")
         page.wait_for_function("() => document.getElementById('banner').hidden", timeout=20000)  # connected
         pub.publish(final(1, text="Para os telefones."))
         page.wait_for_function("() => window.audience.finals === 1", timeout=20000)

@@ -61,12 +61,14 @@ class Archive:
 
     def __init__(self, path: str | Path, *, gap_s: float = 1800.0, retention_days: float = 30.0,
                  on_warning: Callable[[str], None] | None = None, queue_events: int = QUEUE_EVENTS,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, on_meeting_start: Callable[[int], Any] | None = None):
+        """on_meeting_start(meeting_id) is called on the writer thread as each meeting starts (a new meeting code)."""
         self.path = Path(path)
         self.gap_s = gap_s
         self.retention_s = retention_days * 86400.0
         self.on_warning = on_warning or (lambda message: None)
         self.clock = clock
+        self.on_meeting_start = on_meeting_start or (lambda meeting_id: None)
         self._q: queue.Queue = queue.Queue(maxsize=queue_events)
         self._thread: threading.Thread | None = None
         self.dropped = 0  # finals lost because the queue was full (slow disk)
@@ -266,6 +268,7 @@ class Archive:
                     log.info("archive: meeting %d ended after %.0f min of silence", self._meeting, self.gap_s / 60)
                 self._meeting = self._store.start_meeting(start, "auto")
                 log.info("archive: meeting %d started", self._meeting)
+                self.on_meeting_start(self._meeting)
             self._last_activity = max(self._last_activity, end)
             rows.append((event.id, event.lang, event.source_lang, event.text, start, end, event.rev,
                          speaker_json(event), event.emitted))
@@ -304,6 +307,7 @@ class Archive:
             self._meeting = self._store.start_meeting(now, "panel")
             self._last_activity = now
             log.info("archive: meeting %d started from the panel", self._meeting)
+            self.on_meeting_start(self._meeting)
             return self._meeting
         log.info("archive: meeting %s stopped from the panel", ended)
         return ended

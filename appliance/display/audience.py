@@ -2,9 +2,11 @@
 
 GET <prefix>/                 the page (?room=&lang=&broker=&prefix=): language picker, font size, light/dark,
                               scroll-back through the meeting so far, then live captions over MQTT-over-WebSocket
-GET <prefix>/api/captions     ?lang=L: the finals of the running (or latest) meeting in L, from the archive, read-only
+GET <prefix>/api/captions     ?lang=L&code=C: the finals of the running meeting in L, from the archive, read-only;
+                              only with the current meeting code (403 without it), never an ended meeting
 GET <prefix>/qr.svg           a QR code of this page's LAN address (segno), for the room display to show
 Nothing here writes: the archive is opened with SQLite's read-only mode, and only GET is routed.
+`audience.enabled: false` answers 404 everywhere; `audience.scrollback: none` serves no earlier finals.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from urllib.parse import urlencode
 from flask import Blueprint, Flask, Response, abort, jsonify, request, send_from_directory
 
 from appliance.archive.store import ArchiveError, open_read_only
+from appliance.config import AudienceConfig
 from appliance.display.web import MQTT_JS, WEB_DIR, mqtt_js_installed
+from appliance.meeting_code import MeetingCode
 
 __all__ = ["blueprint", "make_app", "lan_address", "PAGE_DIR", "page_url"]
 
@@ -53,18 +57,21 @@ def page_url(host_url: str, prefix: str, params: dict) -> str:
     return f"{scheme}://{host}{prefix.rstrip('/')}/" + (f"?{query}" if query else "")
 
 
-def _captions(archive_path: Path | None, lang: str):
+NOTHING = {"meeting": None, "running": False, "languages": [], "finals": []}
+
+
+def _captions(archive_path: Path | None, lang: str, scrollback: bool = True):
+    """The running meeting's finals in `lang` (none with scrollback off); nothing when no meeting runs."""
     store = open_read_only(archive_path) if archive_path is not None else None
     if store is None:
-        return {"meeting": None, "running": False, "languages": [], "finals": []}
+        return dict(NOTHING)
     try:
-        meetings = store.meetings()
-        if not meetings:
-            return {"meeting": None, "running": False, "languages": [], "finals": []}
-        m = meetings[-1]
-        if lang and lang not in m.languages:
+        m = store.open_meeting()
+        if m is None:  # an ended meeting is never served here
+            return dict(NOTHING)
+        if lang and m.languages and lang not in m.languages:  # a meeting just started has none yet
             raise ArchiveError(f"meeting {m.id} has no captions in {lang!r}; languages: {', '.join(m.languages)}")
-        finals = store.finals(m.id, lang)[-MAX_FINALS:] if lang else []
+        finals = store.finals(m.id, lang)[-MAX_FINALS:] if lang in m.languages and scrollback else []
         return {"meeting": m.id, "running": m.running, "languages": list(m.languages),
                 "finals": [{"id": f.utt_id, "text": f.text, "start": round(f.start - m.started, 3),
                             "end": round(f.end - m.started, 3), "speaker": f.speaker} for f in finals]}
@@ -72,9 +79,17 @@ def _captions(archive_path: Path | None, lang: str):
         store.close()
 
 
-def blueprint(archive_path: Callable[[], Path | None], name: str = "audience") -> Blueprint:
-    """archive_path: () -> the archive file (appliance.archive.db_path(state_dir)), or None when recording is off."""
+def blueprint(archive_path: Callable[[], Path | None], code: MeetingCode,
+              settings: Callable[[], AudienceConfig] = AudienceConfig, name: str = "audience") -> Blueprint:
+    """archive_path: () -> the archive file (appliance.archive.db_path(state_dir)), or None when recording is off;
+    code: the room's meeting code; settings: () -> the audience section in force."""
     bp = Blueprint(name, __name__)
+
+    @bp.before_request
+    def enabled():
+        if not settings().enabled:
+            return Response("the audience page is off (audience.enabled)\n", 404, mimetype="text/plain")
+        return None
 
     @bp.route("/")
     def page():
@@ -92,9 +107,11 @@ def blueprint(archive_path: Callable[[], Path | None], name: str = "audience") -
 
     @bp.route("/api/captions")
     def captions():
+        if not code.matches(request.args.get("code")):
+            return jsonify(error="the meeting code shown on the room display is needed"), 403
         lang = (request.args.get("lang") or "").strip().lower()
         try:
-            return jsonify(_captions(archive_path(), lang))
+            return jsonify(_captions(archive_path(), lang, settings().scrollback == "meeting"))
         except ArchiveError as exc:
             return jsonify(error=str(exc)), 404
 
@@ -103,7 +120,7 @@ def blueprint(archive_path: Callable[[], Path | None], name: str = "audience") -
         import segno
 
         prefix = request.script_root + request.path.rsplit("/", 1)[0]
-        url = page_url(request.host_url, prefix, {k: request.args.get(k) for k in ("room", "lang", "broker")})
+        url = page_url(request.host_url, prefix, {k: request.args.get(k) for k in ("room", "lang", "broker", "code")})
         out = io.BytesIO()
         segno.make(url, error="m", micro=False).save(out, kind="svg", scale=8, border=2, title=url)
         return Response(out.getvalue(), mimetype="image/svg+xml", headers={"X-Audience-URL": url})
@@ -118,10 +135,11 @@ def blueprint(archive_path: Callable[[], Path | None], name: str = "audience") -
     return bp
 
 
-def make_app(archive_path: Callable[[], Path | None], url_prefix: str = "/audience", *, with_display: bool = True) -> Flask:
+def make_app(archive_path: Callable[[], Path | None], url_prefix: str = "/audience", *, with_display: bool = True,
+             code: MeetingCode | None = None, settings: Callable[[], AudienceConfig] = AudienceConfig) -> Flask:
     """A read-only app serving the audience page (and the room display at /display): tests, or a display host."""
     app = Flask(__name__, static_folder=None)
-    app.register_blueprint(blueprint(archive_path), url_prefix=url_prefix)
+    app.register_blueprint(blueprint(archive_path, code or MeetingCode(), settings), url_prefix=url_prefix)
     if with_display:
         from appliance.display.web import blueprint as display_blueprint
 

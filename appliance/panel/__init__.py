@@ -61,6 +61,8 @@ def serve(supervisor, *, admin_file: str | Path | None = None, device_lister=Non
         log.info("panel certificate SHA-256 fingerprint %s (check it when the browser asks)", tls.fingerprint)
     if cfg.broker.mode == "embedded" and hasattr(supervisor, "rotate_display_password"):
         ctx.rotate_display_password = supervisor.rotate_display_password
+    if hasattr(supervisor, "new_meeting_code"):
+        ctx.new_meeting_code = supervisor.new_meeting_code
     if cfg.display.enabled:
         lang = (cfg.languages.targets or ["en"])[0]
         ctx.display_link = (cfg.display.port, f"/display/?room={cfg.room.id}&lang={lang}")

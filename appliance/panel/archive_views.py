@@ -53,8 +53,8 @@ def _page_extra(data: dict) -> dict:
 
 @bp.page("/archive", "Archive", methods=["GET", "POST"])
 def page():
-    """The meetings, and the archive.* settings (saved like every settings page: validated, atomic, applied)."""
-    return settings_page("archive.html", section("archive"), None, _page_extra)
+    """The meetings, and the archive.* and audience.* settings (saved like every settings page: validated, atomic, applied)."""
+    return settings_page("archive.html", section("archive") + section("audience"), None, _page_extra)
 
 
 @bp.route("/archive/meeting", methods=["POST"])

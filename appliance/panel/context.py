@@ -46,6 +46,7 @@ class PanelContext:
         self.tls_fingerprint: str | None = None  # SHA-256 of the panel's certificate, shown on its pages
         self.display_link: tuple[int, str] | None = None  # (display server port, page path + query) for links
         self.rotate_display_password: Callable[[], str] | None = None
+        self.new_meeting_code: Callable[[], str] | None = None  # () -> a new meeting code (the old one refused)
         self.save_lock = threading.Lock()  # one load-modify-save at a time
 
     def ensure_setup_code(self) -> str:

@@ -29,7 +29,8 @@ class ArchiveService(Service):
 
         try:
             self.writer = Archive(db_path(cfg.state_dir), gap_s=cfg.archive.gap_min * 60,
-                                  retention_days=cfg.archive.retention_days, on_warning=self.ctx.status.warn).start()
+                                  retention_days=cfg.archive.retention_days, on_warning=self.ctx.status.warn,
+                                  on_meeting_start=self.ctx.meeting_code.rotate).start()
         except Exception as exc:
             log.error("archive off: %s", exc)
             self.ctx.status.warn(f"archive off: {exc}")

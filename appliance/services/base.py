@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, NamedTuple
 
 from appliance.config import Config
+from appliance.meeting_code import MeetingCode
 from appliance.status import Status
 
 log = logging.getLogger(__name__)
@@ -36,11 +37,13 @@ class RunOptions:
 @dataclass
 class Context:
     """What every service reads: the config in force (the supervisor replaces it when a change is applied or rolled
-    back, before restarting the services it touches), the run options and the live status."""
+    back, before restarting the services it touches), the run options, the live status and the room's meeting code
+    (the archive makes a new one at each meeting start; the display server checks it)."""
 
     cfg: Config
     opts: RunOptions
     status: Status
+    meeting_code: MeetingCode = field(default_factory=MeetingCode)
 
 
 class Check(NamedTuple):

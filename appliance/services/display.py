@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 
 class DisplayService(Service):
     name = "display"
-    sections = ("display",)
+    sections = ("display", "audience")  # the audience page it mounts (read at each request as well)
 
     def __init__(self, ctx: Context, connection: Callable[[], dict]):
         """connection: what a room display needs to connect (room, broker port, the room's read-only user)."""
@@ -60,11 +60,12 @@ class DisplayService(Service):
                 "audience page": f"{base}/audience/?room={cfg.room.id}"}
 
     def _audience_page(self):
-        """The audience page for phones (scroll-back from the archive, read-only)."""
+        """The audience page for phones (scroll-back of the running meeting, with the meeting code, read-only)."""
         from appliance.archive import db_path
         from appliance.display import audience
 
-        return audience.blueprint(lambda: db_path(self.ctx.cfg.state_dir) if self.ctx.cfg.archive.enabled else None)
+        return audience.blueprint(lambda: db_path(self.ctx.cfg.state_dir) if self.ctx.cfg.archive.enabled else None,
+                                  self.ctx.meeting_code, lambda: self.ctx.cfg.audience)
 
 
 def lan_host() -> str:

@@ -74,7 +74,7 @@
 
   function loadHistory() {
     var want = state.lang;
-    state.loading = fetch("api/captions?lang=" + encodeURIComponent(want), { cache: "no-store" })
+    state.loading = fetch("api/captions?lang=" + encodeURIComponent(want) + "&code=" + encodeURIComponent(q.get("code") || ""), { cache: "no-store" })
       .then(function (r) { return r.json().then(function (body) { return [r.ok, body]; }); })
       .then(function (res) {
         if (want !== state.lang) return;

@@ -20,9 +20,9 @@
   var topicCaptions = base + "/captions/" + lang, topicStatus = base + "/status", topicDetail = base + "/status/detail";
 
   var captionsEl = document.getElementById("captions");
-  var qr = q.get("qr"); // e.g. /audience/qr.svg?room=room1: the audience page's QR code, from this server only
+  var qr = q.get("qr"), qrEl = null; // e.g. /audience/qr.svg?room=room1: the audience page's QR code, from this server only
   if (qr && qr.charAt(0) === "/" && qr.charAt(1) !== "/") {
-    var qrEl = document.createElement("img");
+    qrEl = document.createElement("img");
     qrEl.className = "qr"; qrEl.id = "qr"; qrEl.alt = "Captions on your phone"; qrEl.src = qr;
     document.body.appendChild(qrEl);
   }
@@ -269,12 +269,28 @@
       .then(function (r) { if (!r.ok) throw new Error("HTTP " + r.status); return r.json(); })
       .then(function (c) {
         var scheme = window.location.protocol === "https:" ? "wss://" : "ws://";
+        showCode(c.meeting_code);
         connect(scheme + (c.ws_host || host) + ":" + c.ws_port, c.username || undefined, c.password || undefined);
+        setInterval(refreshCode, 15000); // a new meeting makes a new code: phones need the one shown now
       })
       .catch(function (err) {
         banner("Cannot get the caption server's details: " + err.message + " (retrying)", "");
         setTimeout(function () { window.location.reload(); }, 5000);
       });
+  }
+
+  // The meeting code (connection.json, served to this page only): shown in the room, and in the QR code's link.
+  function showCode(code) {
+    if (!code) return;
+    var el = document.getElementById("meeting-code");
+    if (!el) { el = document.createElement("div"); el.id = "meeting-code"; el.className = "meeting-code"; document.body.appendChild(el); }
+    el.textContent = "Meeting code " + code;
+    if (qrEl) qrEl.src = qr + (qr.indexOf("?") < 0 ? "?" : "&") + "code=" + encodeURIComponent(code);
+  }
+  function refreshCode() {
+    fetch("connection.json", { cache: "no-store", credentials: "omit" })
+      .then(function (r) { return r.ok ? r.json() : {}; }).then(function (c) { showCode(c.meeting_code); })
+      .catch(function () {});
   }
 
   function connect(url, username, password) {
