@@ -4,6 +4,7 @@ broker, models & accelerator), each a section of the config file shown as a form
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 from flask import flash, redirect, render_template, request, session, url_for
 
@@ -128,8 +129,13 @@ def _log_in() -> None:
 
 
 def _safe_next(target: str | None) -> str:
-    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
-        return target
+    """A path on this panel only, else the panel's home. Browsers drop tabs and newlines from a URL and read "\\"
+    as "/", so "/\t/evil.com" would become "//evil.com": any control character, space or backslash is refused."""
+    if (target and target.startswith("/") and not target.startswith("//") and target.isascii()
+            and not any(ch <= " " or ch in "\\\x7f" for ch in target)):
+        parts = urlsplit(target)
+        if not parts.scheme and not parts.netloc:
+            return target
     return url_for("views.room")
 
 
