@@ -45,11 +45,16 @@ def cmd_models_import(args) -> int:
 def cmd_models_verify(args) -> int:
     from appliance.modelstore.verify import verify
 
-    reports = verify(_models_dir(args), args.names, smoke=not args.no_smoke)
+    from appliance.config import Config
+
+    providers = args.providers.split(",") if args.providers else Config().accelerator.providers
+    reports = verify(_models_dir(args), args.names, smoke=not args.no_smoke, providers=providers)
     for r in reports:
         print(f"{'ok  ' if r.ok else 'FAIL'} {r.name}")
         for p in r.problems:
             print(f"     {p}")
+        for p in r.placement:  # where each graph ran: provider, share of its nodes and of the smoke run's time
+            print(f"     {p.model.rsplit('/', 1)[-1]:16} {p.summary()}")
     return 0 if all(r.ok for r in reports) else 1
 
 
@@ -88,6 +93,8 @@ def _add_models(sub) -> None:
     v = msub.add_parser("verify", help="re-hash every file, load each model and run one inference")
     v.add_argument("names", nargs="*")
     v.add_argument("--no-smoke", action="store_true", help="hash only; do not load the models")
+    v.add_argument("--providers", default=None, help="execution providers to load them on, in order of preference "
+                   "(openvino,cpu; default: accelerator.providers' default); each graph's placement is printed")
     v.set_defaults(func=cmd_models_verify)
 
     ls = msub.add_parser("list", help="installed models and their manifest facts")

@@ -232,6 +232,7 @@ class Supervisor:
         pipeline.start()
         self.engines, self.pipeline = engines, pipeline
         self.status.set_providers(engines.providers)
+        self.status.set_placement(engines.placement())
         self.status.pipeline = pipeline
 
     def start_archive(self) -> None:

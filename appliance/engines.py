@@ -32,6 +32,11 @@ class Engines:
     def providers(self) -> list[str]:
         return list(getattr(self.asr, "providers", []))
 
+    def placement(self) -> list[dict]:
+        """Where each loaded graph runs: provider, share of its nodes and of its profiled time (placement.py)."""
+        models = [self.asr, *self.translators.values()]
+        return [p.to_dict() for m in models for p in getattr(m, "placement", [])]
+
 
 def mt_pairs(models: Path) -> dict[tuple[str, str], Manifest]:
     return {(m.source_lang, m.target_lang): m for m in installed(models) if m.kind == "mt" and m.source_lang and m.target_lang}

@@ -104,7 +104,18 @@ def devices(lister: Callable[[], list] | None) -> tuple[list[dict], str]:
 
 def providers() -> tuple[list[str], str]:
     try:
-        import onnxruntime as ort
+        from appliance.providers import available_providers
+
+        return available_providers(), ""
     except Exception as exc:
         return [], f"onnxruntime cannot be imported: {exc}"
-    return list(ort.get_available_providers()), ""
+
+
+def flavour() -> dict:
+    """The onnxruntime flavour installed and the one this hardware calls for (scripts/setup --accelerator X)."""
+    from appliance import flavours
+
+    found = flavours.installed_packages()
+    detected, why = flavours.detect(flavours.probe())
+    return {"installed": flavours.installed_flavour(found) or "none", "packages": found, "detected": detected,
+            "detected_why": why, "choices": list(flavours.FLAVOURS)}
