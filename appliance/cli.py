@@ -27,10 +27,17 @@ def _models_dir(args) -> Path:
 
 # ---- models -------------------------------------------------------------------------------------------------
 def cmd_models_build(args) -> int:
-    from appliance.modelstore.build import build
+    from appliance.modelstore.build import build, require_cpu_flavour
 
-    build(args.names, _models_dir(args), force=args.force, quantize=not args.float32,
-          progress=lambda m: print(m, flush=True))
+    progress = lambda m: print(m, flush=True)
+    if args.variant:  # beside the models: what a provider runs best (modelstore/variants.py)
+        from appliance.modelstore import variants
+
+        require_cpu_flavour()
+        for name in args.names or [n for n, s in variants.BY_NAME.items() if s.kind in variants.KINDS]:
+            variants.build_variant(name, args.variant, _models_dir(args), force=args.force, progress=progress)
+        return 0
+    build(args.names, _models_dir(args), force=args.force, quantize=not args.float32, progress=progress)
     return 0
 
 
@@ -79,6 +86,8 @@ def _add_models(sub) -> None:
     b.add_argument("names", nargs="*", help="models to build (default: all)")
     b.add_argument("--force", action="store_true", help="rebuild even when a verified build exists")
     b.add_argument("--float32", action="store_true", help="skip int8 quantization (reference builds)")
+    b.add_argument("--variant", choices=["openvino"], default=None,
+                   help="build the speech models' variant for this provider beside them (OpenVINO: weight-only int8)")
     b.set_defaults(func=cmd_models_build)
 
     i = msub.add_parser("import", help="convert a model folder you brought into the appliance's ONNX layout")

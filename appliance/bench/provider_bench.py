@@ -107,26 +107,30 @@ def _measure(kind: str, folder: str, provider: str, quick: bool) -> dict:
 def run(models: Path, providers: list[str], *, asr_model: str = "whisper-base", quick: bool = False,
         progress=lambda m: None) -> dict[str, list[dict]]:
     """{table title: rows}: the speech model `asr_model` and every translation model (quick: bergamot-en-pt), each
-    on every provider in `providers` (short names or onnxruntime's), one process per pair."""
+    on every provider in `providers` (short names or onnxruntime's; a provider's variant of the model where one is
+    built, as the appliance opens it), one process per pair."""
+    from appliance.modelstore import variants
     from appliance.modelstore.verify import installed
     from appliance.providers import available_providers, canonical
 
     offered = available_providers()
     missing = [p for p in providers if canonical(p) not in offered]
     if missing:
-        raise SystemExit(f"bench: this onnxruntime does not offer {', '.join(missing)} (it offers {', '.join(offered)});"
-                         " run the bench from that flavour's venv (scripts/flavour-venv openvino)")
+        raise SystemExit(f"bench: this onnxruntime does not offer {', '.join(missing)} (it offers "
+                         f"{', '.join(offered)}); run the bench from that flavour's venv (scripts/flavour-venv openvino)")
     tables: dict[str, list[dict]] = {"speech recognition by provider (ms; WER on the corpus's speech clips)": [],
                                      "translation by provider (ms per sentence; chrF on the parallel sentences)": []}
     asr_key, mt_key = list(tables)
     ctx = mp.get_context("spawn")
     for m in installed(models):
-        wanted = m.name == asr_model if m.kind == "asr" else (m.kind == "mt" and (not quick or m.name == "bergamot-en-pt"))
+        mt = m.kind == "mt" and (not quick or m.name == "bergamot-en-pt")
+        wanted = m.name == asr_model if m.kind == "asr" else mt
         if not wanted:
             continue
         for provider in providers:
-            progress(f"provider bench: {m.name} on {provider}")
+            folder = variants.for_provider(models, m.name, [provider])  # the provider's variant where one is built
+            progress(f"provider bench: {folder.name} on {provider}")
             with ctx.Pool(1) as pool:
-                row = pool.apply(_measure, (m.kind, str(models / m.name), provider, quick))
+                row = pool.apply(_measure, (m.kind, str(folder), provider, quick))
             tables[asr_key if m.kind == "asr" else mt_key].append({k: _round(v) for k, v in row.items()})
     return tables

@@ -75,7 +75,7 @@ def check_config_languages(cfg: Config, models_dir: Path) -> None:
 
 
 def asr_models(models_dir: Path) -> list[str]:
-    return [m.name for m in installed(models_dir) if m.kind == "asr"]
+    return [m.name for m in installed(models_dir) if m.kind == "asr" and not m.variant_of]  # variants: opened by provider
 
 
 def _get(dev: Any, name: str, default=None):
