@@ -98,14 +98,15 @@ def accelerated(preferred: Iterable[str]) -> bool:
 
 
 def _plugin_devices(provider: str, ort) -> list:
-    """Register a plugin provider's library once; its devices that onnxruntime found."""
+    """Register a plugin provider's library once; the accelerators (not the CPU) it found to run on."""
     if provider not in _registered:
         package = importlib.import_module(PLUGINS[provider])
         ort.register_execution_provider_library(provider, package.get_library_path())
         _registered.add(provider)
-    devices = [d for d in ort.get_ep_devices() if d.ep_name == provider]
+    devices = [d for d in ort.get_ep_devices() if d.ep_name == provider
+               and d.device.type != ort.OrtHardwareDeviceType.CPU]  # QNN's CPU back-end is no accelerator
     if not devices:
-        raise RuntimeError(f"{provider} found no device on this machine")
+        raise RuntimeError(f"{provider} found no NPU or GPU on this machine")
     return devices
 
 
