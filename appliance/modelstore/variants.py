@@ -30,26 +30,29 @@ KINDS = ("asr",)
 
 def weight_only_int8(model) -> int:
     """Store every 2-D float32 MatMul weight of `model` (an onnx ModelProto, changed in place) as int8 with one scale
-    per output column behind a DequantizeLinear (opset >= 13). Returns how many weights it quantized."""
+    per output column, and every 2-D float32 Gather table (the token embedding) with one scale per row, behind a
+    DequantizeLinear (opset >= 13). Returns how many weights it quantized."""
     from onnx import helper, numpy_helper
 
     inits = {i.name: i for i in model.graph.initializer}
     nodes, done = [], {}
     for node in model.graph.node:
-        w = node.input[1] if node.op_type == "MatMul" and len(node.input) == 2 else None
+        slot, axis = {"MatMul": (1, 1), "Gather": (0, 0)}.get(node.op_type, (None, None))
+        w = node.input[slot] if slot is not None and len(node.input) == 2 else None
         if w in inits and len(inits[w].dims) == 2 and inits[w].data_type == 1 and w not in done:
             weight = numpy_helper.to_array(inits[w]).astype(np.float32)
-            scale = (np.maximum(np.abs(weight).max(axis=0), 1e-12) / 127.0).astype(np.float32)
-            q = np.clip(np.round(weight / scale), -127, 127).astype(np.int8)
+            scale = (np.maximum(np.abs(weight).max(axis=1 - axis), 1e-12) / 127.0).astype(np.float32)
+            shaped = scale[None, :] if axis == 1 else scale[:, None]
+            q = np.clip(np.round(weight / shaped), -127, 127).astype(np.int8)
             model.graph.initializer.remove(inits[w])
             model.graph.initializer.extend([numpy_helper.from_array(q, f"{w}_int8"),
                                             numpy_helper.from_array(scale, f"{w}_scale"),
-                                            numpy_helper.from_array(np.zeros_like(q[0]), f"{w}_zero")])
+                                            numpy_helper.from_array(np.zeros(scale.shape, np.int8), f"{w}_zero")])
             nodes.append(helper.make_node("DequantizeLinear", [f"{w}_int8", f"{w}_scale", f"{w}_zero"], [f"{w}_dq"],
-                                          axis=1, name=f"{w}_DequantizeLinear"))
+                                          axis=axis, name=f"{w}_DequantizeLinear"))
             done[w] = f"{w}_dq"
         if w in done:
-            node.input[1] = done[w]
+            node.input[slot] = done[w]
         nodes.append(node)
     del model.graph.node[:]
     model.graph.node.extend(nodes)
