@@ -10,8 +10,8 @@ import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SKIP = shutil.ignore_patterns(".git", ".venv", "models", "node_modules", "build", "dist", "*.egg-info", "__pycache__",
-                              "test-artifacts", ".pytest_cache")
+SKIP = shutil.ignore_patterns(".git", ".venv", ".venv-*", "models", "node_modules", "build", "dist", "*.egg-info",
+                              "__pycache__", "test-artifacts", ".pytest_cache")
 
 
 def test_wheel_builds_without_warnings_and_ships_the_web_files(tmp_path):
