@@ -246,135 +246,6 @@ def _add_transcribe(sub) -> None:
     p.set_defaults(func=cmd_transcribe)
 
 
-# ---- bench --------------------------------------------------------------------------------------------------
-def cmd_bench_faults(args) -> int:
-    from appliance.bench import faults, report
-
-    names = tuple(n for n in args.faults.split(",") if n) if args.faults else faults.FAULTS
-    results = faults.run(_models_dir(args), names, outage_s=args.outage_s,
-                         progress=lambda m: print(m, file=sys.stderr, flush=True))
-    if args.json:
-        print(report.to_json({"faults": [r.__dict__ for r in results]}))
-    else:
-        print("\nfaults (real daemon, broker and models; one fault per run)\n")
-        print(report.table([r.row() for r in results], faults.COLUMNS))
-    return 0 if all(r.finals_lost == 0 and r.recover_s is not None for r in results) else 1
-
-
-def cmd_bench(args) -> int:
-    from appliance.bench import report
-
-    if args.part in OWN_BENCHES:
-        return OWN_BENCHES[args.part](args)
-    if args.part == "faults":
-        return cmd_bench_faults(args)
-    cfg = _load_config(args)
-    if args.model:
-        cfg.asr.model = args.model
-    if args.config is None:  # the benchmark's default room: auto source, both translation directions loaded
-        cfg.languages.targets = ["en", "pt"]
-    progress = (lambda m: print(m, file=sys.stderr, flush=True))
-    if args.part == "speakers":
-        return _bench_speakers(args, cfg, progress)
-    result: dict = {}
-    if args.part in ("all", "models"):
-        from appliance.bench import model_bench, provider_bench
-
-        result["models"] = provider_bench.run(_models_dir(args), args.providers.split(","), asr_model=cfg.asr.model,
-                                              quick=args.quick, progress=progress) if args.providers else \
-            model_bench.run(_models_dir(args), quick=args.quick, progress=progress)
-    if args.part in ("all", "pipeline"):
-        from appliance.bench import pipeline_bench
-
-        result["pipeline"] = pipeline_bench.run(cfg, _models_dir(args), quick=args.quick, progress=progress)
-    if args.part == "accuracy":
-        return _bench_accuracy(cfg, args, progress)
-    if args.json:
-        flat = dict(result.get("pipeline", {}))
-        if "models" in result:
-            flat["model_bench"] = result["models"]
-        print(report.to_json(flat))
-        return 0
-    if "models" in result:
-        for title, rows in result["models"].items():
-            print(f"\n{title}\n\n{report.table(rows)}")
-    if "pipeline" in result:
-        print("\n" + report.key_values(result["pipeline"], "pipeline (simulated real time)"))
-    return 0
-
-
-def _bench_speakers(args, cfg, progress) -> int:
-    from appliance.bench import report, speakers_bench
-
-    result = speakers_bench.run(_models_dir(args), quick=args.quick, threshold=cfg.speakers.threshold, progress=progress)
-    if args.json:
-        print(report.to_json(result))
-        return 0
-    print("\nspeaker turns, per meeting\n\n" + report.table(result["meetings"]))
-    print("\n" + report.key_values({k: v for k, v in result.items() if k != "meetings"}, "speaker turns"))
-    return 0
-
-
-def _bench_archive(args) -> int:
-    from appliance.archive import bench
-    from appliance.bench import report
-
-    result = bench.run(progress=lambda m: print(m, file=sys.stderr, flush=True))
-    if args.json:
-        print(report.to_json(result))
-    else:
-        bench.print_report(result)
-    return 0
-
-
-def _bench_glossary(args) -> int:
-    from appliance.bench import glossary_bench, report
-    from appliance.glossary import store_for
-
-    cfg = _load_config(args)
-    configured = store_for(cfg.state_dir).path if args.config else None  # default: the built-in sample glossary
-    rows = glossary_bench.run(_models_dir(args), configured, progress=lambda m: print(m, file=sys.stderr, flush=True))
-    print(report.to_json({"glossary": rows}) if args.json else
-          f"glossary: term kept or forced (target >= {glossary_bench.TARGET_PCT:.0f} % per entry)\n\n{report.table(rows)}")
-    return 0 if rows and all(r["ok"] for r in rows) else 1
-
-
-def _bench_accuracy(cfg, args, progress) -> int:
-    from appliance.bench import accuracy_bench, report
-
-    if args.config is None:  # the benchmark's room: the languages its audio is in
-        cfg.languages.spoken = list(accuracy_bench.BENCH_LANGUAGES)
-    if args.levers:
-        rows = accuracy_bench.run_levers(cfg, _models_dir(args), progress=progress)
-        print(report.to_json({"levers": rows}) if args.json else "\naccuracy levers (English part)\n\n" + report.table(rows))
-        return 0
-    result = accuracy_bench.run(cfg, _models_dir(args), quick=args.quick, progress=progress)
-    print(report.to_json(result) if args.json else "\n" + report.key_values(result, "accuracy (simulated real time)"))
-    return 0
-
-
-OWN_BENCHES = {"archive": _bench_archive, "glossary": _bench_glossary}  # parts whose module prints its own report
-
-
-def _add_bench(sub) -> None:
-    p = sub.add_parser("bench", help="measure speed, memory and accuracy (tables; --json for machines)")
-    p.add_argument("part", nargs="?", choices=["all", "models", "pipeline", "accuracy", "speakers", "faults",
-                                                *OWN_BENCHES], default="all",
-                   help="all = models + pipeline; accuracy: long-form streaming vs offline (a few minutes); "
-                        "speakers: speaker turns on multi-speaker meetings; faults: the daemon through each fault "
-                        "(minutes) ('accuracy', 'speakers', 'faults', 'archive' and 'glossary' are not part of 'all')")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--levers", action="store_true", help="accuracy: WER of each accuracy lever on its own (3 seeds)")
-    p.add_argument("--quick", action="store_true", help="a few clips only (smoke run)")
-    p.add_argument("--model", default=None, help="speech model (default whisper-base)")
-    p.add_argument("--providers", default=None, help="models part: side by side on these execution providers "
-                   "(openvino,cpu), from a venv whose onnxruntime offers them (scripts/flavour-venv openvino)")
-    p.add_argument("--config", default=None, help="config file for the pipeline part")
-    p.add_argument("--faults", default=None, help="faults part: comma-separated subset (default: all of them)")
-    p.add_argument("--outage-s", type=float, default=30.0, help="faults part: seconds the broker stays away")
-    p.set_defaults(func=cmd_bench)
-
-
 # ---- run / demo ---------------------------------------------------------------------------------------------
 def run_overrides(args) -> dict:
     """The run flags as dotted config keys. They win over the config file, at start and after every panel save,
@@ -437,6 +308,8 @@ def cmd_run(args, *, demo: bool = False) -> int:
                       input_file=Path(args.input) if args.input else None, use_sample_without_mic=demo,
                       overrides=overrides)
     supervisor = Supervisor(cfg, opts)
+    if args.prepare is not None:  # a test harness's hooks (appliance.bench.inject)
+        args.prepare(supervisor)
     if demo:  # show the captions as a room display receives them: subscribers on the broker, one per language
         from appliance.display.terminal import print_finals
 
@@ -506,6 +379,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(sub)
     _add_broker(sub)
     _add_transcribe(sub)
+    from appliance.bench.cli import add_parser as _add_bench  # `appliance bench`: the benchmarks' own command
+
     _add_bench(sub)
     _add_run(sub)
     # further subcommands are added below by the modules that own them
@@ -518,7 +393,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, prepare=None) -> int:
+    """The command line. prepare: called with the daemon's Supervisor before `run` or `demo` runs it (the bench
+    harness installs its fault injection this way; `appliance` itself passes nothing)."""
     from appliance.audio.base import AudioError
     from appliance.bus.broker import BrokerError
     from appliance.bus.credentials import CredentialError
@@ -526,6 +403,7 @@ def main(argv: list[str] | None = None) -> int:
     from appliance.modelstore.manifest import ModelError
 
     args = build_parser().parse_args(argv)
+    args.prepare = prepare
     _setup_logging(args.verbose)
     try:
         return int(args.func(args) or 0)

@@ -285,13 +285,13 @@ def test_with_a_beam_the_final_is_still_the_end_of_speech_probes_decode(cfg, eng
     spy, probes = PromptSpy(engines.asr), []
 
     def record_probes(pipeline):
-        decode = pipeline._partial
+        decode = pipeline.recognizer.partial
 
-        def partial(utt, wall, probe=False):
-            decode(utt, wall, probe)
+        def partial(utt, wall, probe=False, **kwargs):
+            decode(utt, wall, probe, **kwargs)
             if probe and utt.probed:
                 probes.append(utt.last.text.strip())
-        pipeline._partial = partial
+        pipeline.recognizer.partial = partial
 
     events, pipeline = run(c, replace(engines, asr=spy), audio, partials=True, setup=record_probes)
     finals = [e.text for e in events if e.final and e.lang == "en" and e.text]

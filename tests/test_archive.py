@@ -274,15 +274,15 @@ def test_the_daemon_sink_feeds_the_archive(tmp_path):
 
     cfg = Config(state_dir=str(tmp_path))
     sup = Supervisor(cfg, RunOptions(config_path=None, models_dir=tmp_path))
-    sup.start_archive()
-    sup._sink(final(0))
-    sup._sink(final(0, "pt"))
-    sup.stop_archive()
+    sup.recording.start()
+    sup.sink(final(0))
+    sup.sink(final(0, "pt"))
+    sup.recording.stop(10)
     assert open_store(db_path(tmp_path)).meetings()[0].languages == ("en", "pt")
     off = Supervisor(Config(state_dir=str(tmp_path / "off"), archive={"enabled": False}),
                      RunOptions(config_path=None, models_dir=tmp_path))
-    off.start_archive()
-    off._sink(final(0))
+    off.recording.start()
+    off.sink(final(0))
     assert off.archive is None and not (tmp_path / "off").exists()
 
 

@@ -186,15 +186,15 @@ def test_daemon_broker_is_closed_and_gives_displays_their_room(tmp_path):
     cfg = Config.model_validate({"room": {"id": "lab"}, "state_dir": str(tmp_path),
                                  "broker": {"port": free_port(), "ws_port": free_port()}})
     sup = Supervisor(cfg, RunOptions(config_path=tmp_path / "c.json", models_dir=ROOT / "models"))
-    sup.start_broker()
+    sup.broker.start()
     try:
-        conf = sup.broker.conf_path.read_text()
+        conf = sup.broker.broker.conf_path.read_text()
         assert "allow_anonymous false" in conf and "password_file" in conf and "acl_file" in conf
         info = sup.display_connection()
         assert info["username"] == "display-lab" and info["ws_port"] == cfg.broker.ws_port and info["room"] == "lab"
         lan = lan_address()
         assert accepted(lan, cfg.broker.ws_port, info["username"], info["password"])
-        assert sup._broker_config().username == "appliance"
+        assert sup.publisher.connection().username == "appliance"
         old_session = Client(lan, cfg.broker.ws_port, info["username"], info["password"])
         assert old_session.accepted
         gone = threading.Event()
@@ -208,7 +208,7 @@ def test_daemon_broker_is_closed_and_gives_displays_their_room(tmp_path):
         assert accepted(lan, cfg.broker.ws_port, info["username"], sup.display_connection()["password"])
         assert stat.S_IMODE((Path(tmp_path) / "broker-credentials.json").stat().st_mode) == 0o600
     finally:
-        sup.broker.stop()
+        sup.broker.stop(5)
 
 
 def test_terminal_display_on_another_device_gets_its_details_from_the_display_server(closed_broker, tmp_path,

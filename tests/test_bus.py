@@ -287,7 +287,7 @@ def test_shipped_config_auth_acl_and_bridge_to_central(tmp_path, caplog):
     try:
         far = CaptionFeed(FeedOptions(port=central_port), "r1", "pt")  # a display on the central broker
         far.start()
-        assert far.connected.wait(10)
+        assert far.connected.wait(10), f"no connection to the central broker: {central.output()}"
         states = []
         with caplog.at_level(logging.WARNING, logger="appliance.bus.publisher"):
             bad = make_pub(room_port, tmp_path / "bad", states, username="appliance", password="wrong")

@@ -95,23 +95,23 @@ def test_failed_publisher_change_rolls_back_and_keeps_every_final(tmp_path, brok
                         state_dir=str(tmp_path / "state"))
     sup = Supervisor(cfg, RunOptions(config_path=None, models_dir=tmp_path))
     rec = Recorder(broker.port, ["appliance/r1/captions/pt"])
-    sup.start_publisher()
+    sup.publisher.start()
     try:
-        wait_until(lambda: sup.publisher.connected, 10, "publisher connected")
-        sup._sink(final(1))
+        wait_until(lambda: sup.publisher.publisher.connected, 10, "publisher connected")
+        sup.sink(final(1))
         bad = cfg.model_copy(deep=True)
         bad.broker.tls, bad.broker.ca_file = True, str(tmp_path / "missing-ca.pem")
         with pytest.raises(ApplyError, match="missing-ca.pem.*rolled back"):
             sup.apply_config(bad)
         assert sup.cfg == cfg
-        sup._sink(final(2))
-        wait_until(lambda: sup.publisher.connected, 10, "publisher reconnected")
+        sup.sink(final(2))
+        wait_until(lambda: sup.publisher.publisher.connected, 10, "publisher reconnected")
         rec.wait_for(lambda msgs: {json.loads(p)["text"] for _, p, _ in msgs} >= {"frase número 1", "frase número 2"}, 20)
         snap = sup.status.snapshot()
         assert snap["config"]["state"] == "rolled back" and "missing-ca.pem" in snap["config"]["detail"]
         assert any("running on the last working config" in m["text"] for m in snap["messages"])
     finally:
-        sup.stop_publisher()
+        sup.publisher.stop(10)
         rec.stop()
 
 

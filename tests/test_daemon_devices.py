@@ -13,16 +13,16 @@ from test_bus_support import wait_until
 def test_device_list_is_not_rescanned_while_the_microphone_captures(virtual_mic, tmp_path, monkeypatch):  # noqa: F811
     sup = Supervisor(Config(audio={"device": NAME}, state_dir=str(tmp_path / "state")),
                      RunOptions(config_path=None, models_dir=tmp_path))
-    sup.start_capture()
+    sup.capture.start()
     try:
         wait_until(lambda: sup.status.input_level()["level"] is not None, 20, "captured audio")
         scans = []
         real = audio_mod.list_input_devices
         monkeypatch.setattr(audio_mod, "list_input_devices", lambda: scans.append(1) or real())
-        listed = sup.list_devices()
+        listed = sup.capture.list_devices()
         assert scans == []  # the list taken before capture started, no PortAudio scan now
         assert any(NAME in d.name for d in listed)
     finally:
-        sup.stop_capture()
-    assert any(NAME in d.name for d in sup.list_devices())
+        sup.capture.stop(5)
+    assert any(NAME in d.name for d in sup.capture.list_devices())
     assert scans == [1]  # capture stopped: a fresh scan

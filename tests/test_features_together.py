@@ -33,11 +33,11 @@ def test_glossary_terms_are_given_to_whisper_as_context(cfg, engines, tmp_path):
     c.state_dir = str(tmp_path)
     audio = speak("en-us", "Good morning everyone. The Brixolan project starts on Monday.")
     events, pipeline = run(c, engines, audio)
-    assert pipeline._terms("en") == "" and "brixolan" not in finals(events, "en").lower(), finals(events, "en")
+    assert pipeline.context.terms("en") == "" and "brixolan" not in finals(events, "en").lower(), finals(events, "en")
     (tmp_path / "glossary.json").write_text(json.dumps({"entries": [
         {"source": "en", "target": "pt", "term": "Brixolan", "translation": "Brixolan"}]}))
     events, pipeline = run(c, engines, audio)
-    assert pipeline._terms("en") == "Brixolan." and pipeline._terms("pt") == "Brixolan."
+    assert pipeline.context.terms("en") == "Brixolan." and pipeline.context.terms("pt") == "Brixolan."
     assert "Brixolan" in finals(events, "en"), finals(events, "en")
     assert "Brixolan" in finals(events, "pt"), finals(events, "pt")
 
@@ -46,7 +46,7 @@ def test_prompted_terms_are_bounded_to_whole_terms(cfg, engines):
     terms = [f"term number {i}" for i in range(40)]
     pipeline = make_pipeline(cfg, engines, lambda ev: None, realtime=False)
     pipeline.prompt_terms = lambda lang: terms
-    line = pipeline._terms("en")
+    line = pipeline.context.terms("en")
     assert len(line) <= TERMS_PROMPT_MAX_CHARS and line.endswith(".")
     kept = line[:-1].split(", ")
     assert kept == terms[:len(kept)] and 5 < len(kept) < len(terms)
@@ -86,7 +86,7 @@ def test_language_prior_is_the_speakers_own_last_language(cfg, engines, models_d
         default = pipeline.language_prior
 
         def prior(speaker_id):
-            priors.append((speaker_id, pipeline._last_lang, default(speaker_id)))
+            priors.append((speaker_id, pipeline.language.last, default(speaker_id)))
             return priors[-1][2]
 
         pipeline.language_prior = prior

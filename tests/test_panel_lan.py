@@ -205,16 +205,16 @@ def test_daemon_runs_panel_and_display_server_apart_and_logs_both(tmp_path, capl
                                         "display": {"host": "0.0.0.0", "port": free_port()}})
     sup = Supervisor(cfg, RunOptions(config_path=tmp_path / "c.json", models_dir=write_models(tmp_path / "models")))
     with caplog.at_level(logging.INFO):
-        sup.start_panel()
-        sup.start_display_server()
-        sup._log_urls()
+        sup.panel.start()
+        sup.display.start()
+        sup.log_urls()
     try:
         urls = sup.urls()
         lan = lan_address()
         assert urls["admin panel"] == f"http://127.0.0.1:{cfg.panel.port}/"
-        from appliance.daemon import _lan_host  # the address the room reaches this device on (default route)
+        from appliance.services.display import lan_host  # the address the room reaches this device on (default route)
 
-        assert urls["room display"] == f"http://{_lan_host()}:{cfg.display.port}/display/?room=hall&lang=pt"
+        assert urls["room display"] == f"http://{lan_host()}:{cfg.display.port}/display/?room=hall&lang=pt"
         assert f"room display: {urls['room display']}" in caplog.text and "admin panel: http://127.0.0.1" in caplog.text
         c = http.client.HTTPConnection(lan, cfg.display.port, timeout=10)
         c.request("GET", "/display/connection.json")
@@ -229,5 +229,5 @@ def test_daemon_runs_panel_and_display_server_apart_and_logs_both(tmp_path, capl
         with pytest.raises(OSError):  # the admin panel is not on the LAN
             http.client.HTTPConnection(lan, cfg.panel.port, timeout=5).request("GET", "/setup")
     finally:
-        sup.panel.shutdown()
-        sup.display_server.shutdown()
+        sup.panel.stop(5)
+        sup.display.stop(5)

@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from appliance import faults
+from appliance.bench import inject
 from appliance.bench.corpus import speak
 from appliance.config import Config
 from appliance.engines import load_engines
@@ -41,6 +41,15 @@ def fresh_engines(cfg, built_model, models_dir):
     return load_engines(cfg, models_dir)
 
 
+@pytest.fixture(scope="module")
+def fault_free(cfg, speech, built_model, models_dir):
+    """What the pipeline makes of `speech` without a fault: the finals a fault must not lose."""
+    sink = Sink()
+    run_audio(make_pipeline(cfg, fresh_engines(cfg, built_model, models_dir), sink, realtime=False, partials=False),
+              speech, realtime=False)
+    return sink
+
+
 class Sink:
     def __init__(self):
         self.events, self.lock = [], threading.Lock()
@@ -54,16 +63,19 @@ class Sink:
 
 
 @pytest.mark.parametrize("stage", ["recognizer@2", "translator@1"])
-def test_a_stage_that_raises_once_restarts_and_loses_no_final(cfg, speech, built_model, models_dir, monkeypatch, stage):
+def test_a_stage_that_raises_once_restarts_and_loses_no_final(cfg, speech, built_model, models_dir, monkeypatch, stage,
+                                                             fault_free):
     engines = fresh_engines(cfg, built_model, models_dir)
-    monkeypatch.setenv(faults.ENV, stage)
-    faults.inject_from_env(engines)
+    monkeypatch.setenv(inject.ENV, stage)
+    inject.inject_from_env(engines)
     sink = Sink()
     pipeline = make_pipeline(cfg, engines, sink, realtime=False, partials=False)
     run_audio(pipeline, speech, realtime=False)
-    en, pt = " ".join(e.text for e in sink.finals("en")).lower(), " ".join(e.text for e in sink.finals("pt")).lower()
-    assert "everyone" in en and "budget" in en, en
-    assert "orçamento" in pt, pt  # the translator's final was translated again after the restart
+    # no final lost: the same finals as the same models give without a fault (whichever words this CPU's numerics
+    # make of espeak's voice), each translated, the one hit by the fault too
+    assert [e.text for e in sink.finals("en")] == [e.text for e in fault_free.finals("en")]
+    assert [e.text for e in sink.finals("pt")] == [e.text for e in fault_free.finals("pt")]
+    assert len(sink.finals("en")) >= 2 and len(sink.finals("pt")) == len(sink.finals("en"))
     assert pipeline.stats.restarts == 1
     assert any("injected" in e for e in pipeline.errors)
     assert pipeline.failing == {}  # the stage worked again after the fault: health is clear
@@ -76,7 +88,7 @@ def test_a_stage_that_keeps_failing_is_dead_for_health_and_stop_still_returns(cf
     engines = fresh_engines(cfg, built_model, models_dir)
 
     def broken(*args, **kwargs):  # a recognizer that always fails (e.g. a damaged model file)
-        raise faults.InjectedFault("decoder output has the wrong shape")
+        raise inject.InjectedFault("decoder output has the wrong shape")
 
     engines.asr.transcribe = broken
     pipeline = make_pipeline(cfg, engines, Sink(), realtime=True)
@@ -153,11 +165,11 @@ def test_health_checks_report_while_a_problem_lasts():
 
 
 def test_fault_spec_is_checked():
-    assert faults.parse("recognizer@3, translator") == {"recognizer": 3, "translator": 1}
-    assert faults.parse("") == {}
+    assert inject.parse("recognizer@3, translator") == {"recognizer": 3, "translator": 1}
+    assert inject.parse("") == {}
     for bad in ("decoder", "recognizer@x", "recognizer@0"):
         with pytest.raises(ValueError, match="APPLIANCE_FAULTS"):
-            faults.parse(bad)
+            inject.parse(bad)
 
 
 def test_the_voice_activity_stage_restarts_after_an_exception(cfg, speech, built_model, models_dir):
@@ -170,7 +182,7 @@ def test_the_voice_activity_stage_restarts_after_an_exception(cfg, speech, built
     def process(samples):
         calls.append(len(samples))
         if len(calls) == 3:
-            raise faults.InjectedFault("injected voice-activity fault")
+            raise inject.InjectedFault("injected voice-activity fault")
         return real_process(samples)
 
     pipeline.segmenter.process = process

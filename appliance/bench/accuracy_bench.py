@@ -351,15 +351,15 @@ def run(cfg, models, *, quick: bool = False, progress=lambda m: None) -> dict:
 
 
 # ---- levers: each measured on its own (English part, as fast as possible: WER only) ------------------------------
-LEVERS = {
+LEVERS = {  # lever -> {"part.attribute" of the pipeline: value}
     "all levers (default)": {},
-    "no sentence hold (every pause ends)": {"sentence_pause_s": 0.0},
-    "no previous-text prompt": {"context_max_chars": 0},
-    "final window +1 s (was)": {"final_pad_s": 1.0},
-    "no left audio context": {"left_context_gap_s": 0.0},
-    "left audio context for every utterance": {"left_context_max_utt_s": float("inf")},
-    "none (as before)": {"sentence_pause_s": 0.0, "context_max_chars": 0, "final_pad_s": 1.0,
-                         "left_context_gap_s": 0.0},
+    "no sentence hold (every pause ends)": {"utterances.sentence_pause_s": 0.0},
+    "no previous-text prompt": {"context.max_chars": 0},
+    "final window +1 s (was)": {"recognizer.final_pad_s": 1.0},
+    "no left audio context": {"context.left_gap_s": 0.0},
+    "left audio context for every utterance": {"context.left_max_utt_s": float("inf")},
+    "none (as before)": {"utterances.sentence_pause_s": 0.0, "context.max_chars": 0, "recognizer.final_pad_s": 1.0,
+                         "context.left_gap_s": 0.0},
 }
 
 
@@ -376,7 +376,8 @@ def run_levers(cfg, models, *, progress=lambda m: None, seeds: tuple[int, ...] =
 
         def tweak(pipeline, changes=changes):
             for key, value in changes.items():
-                setattr(pipeline, key, value)
+                part, attribute = key.split(".")
+                setattr(getattr(pipeline, part), attribute, value)
 
         refs, hyps, per_seed, finals, held, busy, audio_s = [], [], [], 0, 0, 0.0, 0.0
         for audio, sentences in parts:

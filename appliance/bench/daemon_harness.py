@@ -1,6 +1,7 @@
 """A real `appliance run` process under observation, for the fault and soak benchmarks.
 
-DaemonRun starts the daemon on a config file, reads its log, polls `/healthz` and `/metrics`, and samples
+DaemonRun starts the daemon (through appliance.bench.inject, so APPLIANCE_FAULTS and APPLIANCE_REPLAY_SPEED in its
+environment take effect) on a config file, reads its log, polls `/healthz` and `/metrics`, and samples
 its RSS, open files and threads from /proc. CaptionListener is a plain MQTT subscriber that keeps every final
 it receives (by language and id) and reconnects quickly after a broker outage.
 """
@@ -97,7 +98,7 @@ class CaptionListener:
 
 
 class DaemonRun:
-    """`python -m appliance run` with a config file, the input file and a panel on a free port."""
+    """`appliance run` (with the harness's hooks) on a config file, the input file and a panel on a free port."""
 
     def __init__(self, models_dir: Path, workdir: Path, config: dict, audio: Path, *, env: dict | None = None,
                  flags: tuple[str, ...] = ()):
@@ -106,7 +107,7 @@ class DaemonRun:
         self.config_path = workdir / "config.json"
         self.config_path.write_text(json.dumps(config))
         self.panel_port = free_port()
-        cmd = [sys.executable, "-m", "appliance", "--models-dir", str(models_dir), "run", "--config",
+        cmd = [sys.executable, "-m", "appliance.bench.inject", "--models-dir", str(models_dir), "run", "--config",
                str(self.config_path), "--input", str(audio), "--panel", f"127.0.0.1:{self.panel_port}", *flags]
         self.t0 = time.monotonic()
         self.proc = subprocess.Popen(cmd, env=dict(os.environ, **(env or {})), stdout=subprocess.DEVNULL,

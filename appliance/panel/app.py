@@ -82,9 +82,15 @@ def create_app(config_path: str | os.PathLike, status: Status, *, models_dir: st
                       JSON_SORT_KEYS=False, TEMPLATES_AUTO_RELOAD=False)
     for bp in BLUEPRINTS:
         app.register_blueprint(bp)
-    nav = navigation(app)
+    _guard_requests(app, admin, frozenset(h.strip().lower().rstrip(".") for h in allowed_hosts))
+    _page_context(app, ctx, navigation(app))
+    _security_headers(app)
+    _error_pages(app)
+    return app
 
-    extra_hosts = frozenset(h.strip().lower().rstrip(".") for h in allowed_hosts)
+
+def _guard_requests(app: Flask, admin: AdminStore, extra_hosts: frozenset[str]) -> None:
+    """Before every request: the Host check, the first-run and login redirects, the CSRF token of unsafe methods."""
 
     @app.before_request
     def guard():
@@ -117,6 +123,10 @@ def create_app(config_path: str | os.PathLike, status: Status, *, models_dir: st
                 return render_template("error.html", code=400, message=msg), 400
         return None
 
+
+def _page_context(app: Flask, ctx: PanelContext, nav) -> None:
+    """What every page template gets: the CSRF token, login state, navigation, the apply notice, TLS and display."""
+
     @app.context_processor
     def inject():
         if "csrf" not in session:
@@ -129,6 +139,8 @@ def create_app(config_path: str | os.PathLike, status: Status, *, models_dir: st
         return {"csrf_token": session["csrf"], "logged_in": logged_in, "pages": nav, "apply_state": apply,
                 "tls_fingerprint": ctx.tls_fingerprint, "display_url": _display_url(ctx), "pinned": pinned}
 
+
+def _security_headers(app: Flask) -> None:
     @app.after_request
     def headers(resp):
         h = resp.headers
@@ -142,6 +154,10 @@ def create_app(config_path: str | os.PathLike, status: Status, *, models_dir: st
         if request.endpoint != "static":
             h["Cache-Control"] = "no-store"
         return resp
+
+
+def _error_pages(app: Flask) -> None:
+    """HTTP errors as a page (JSON under /api/); an unexpected exception is logged and never shown."""
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
@@ -162,8 +178,6 @@ def create_app(config_path: str | os.PathLike, status: Status, *, models_dir: st
             return render_template("error.html", code=500, message=message), 500
         except Exception:
             return message, 500, {"Content-Type": "text/plain; charset=utf-8"}
-
-    return app
 
 
 def _display_url(ctx: PanelContext) -> str | None:

@@ -1,5 +1,6 @@
-"""Test hooks of the daemon, for the fault-injection suite and the soak test; unset (always, in production)
-they do nothing.
+"""Fault injection and compressed time for a daemon under test. `python -m appliance.bench.inject ARGS...` is
+`appliance ARGS...` with these hooks installed into the daemon before it runs (DaemonRun starts the daemon this
+way); the daemon itself never imports this module, and `appliance run` has no such hooks.
 
 `APPLIANCE_FAULTS=recognizer@3,translator@1` makes the 3rd speech-recognition call and the 1st translation call
 of each started pipeline raise `InjectedFault`. `APPLIANCE_REPLAY_SPEED=3` replays an input file three times
@@ -72,3 +73,20 @@ def replay_speed() -> float:
     if not 0.1 <= speed <= 100:
         raise ValueError(f"{SPEED_ENV}={raw!r}: use a factor between 0.1 and 100")
     return speed
+
+
+def install(supervisor) -> None:
+    """The hooks, in a daemon's Supervisor before it runs: each new pipeline's engines are wrapped as
+    APPLIANCE_FAULTS asks, and an input file plays at APPLIANCE_REPLAY_SPEED."""
+    supervisor.pipeline.on_engines.append(inject_from_env)
+    supervisor.capture.replay_speed = replay_speed()
+
+
+def main(argv: list[str] | None = None) -> int:
+    from appliance import cli
+
+    return cli.main(argv, prepare=install)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

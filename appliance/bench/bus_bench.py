@@ -163,6 +163,23 @@ def _read_mosquitto_sub(out_dir: Path, n: int, expected: list[int]) -> list[dict
     return results
 
 
+def _publish_finals(pub, rate: float, duration: float, partials: bool) -> list[int]:
+    """`rate` finals a second for `duration` seconds (each after a partial when `partials`); their seq numbers."""
+    seqs = []
+    start = time.monotonic()
+    for i in range(int(rate * duration)):
+        delay = start + i / rate - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        text = f"caption number {i} of the benchmark, about two lines of text at most"
+        if partials:
+            pub.publish({"id": f"u{i}", "rev": 0, "final": False, "lang": "pt", "text": text[:20],
+                         "bench_t": time.monotonic(), "bench_w": time.time()})
+        seqs.append(pub.publish({"id": f"u{i}", "rev": 1, "final": True, "lang": "pt", "text": text,
+                                 "bench_t": time.monotonic(), "bench_w": time.time()}))
+    return seqs
+
+
 def run(subscribers: int, processes: int, rate: float, duration: float, partials: bool, client: str = "mosquitto_sub") -> dict:
     from appliance.bus.broker import EmbeddedBroker
     from appliance.bus.publisher import Publisher
@@ -185,7 +202,7 @@ def run(subscribers: int, processes: int, rate: float, duration: float, partials
             per = [subscribers // processes + (1 if i < subscribers % processes else 0) for i in range(processes)]
             t0 = time.monotonic()
             for i, k in (enumerate(per) if client == "paho" else ()):
-                workers.append(subprocess.Popen([sys.executable, "-m", "appliance.bus.bench", "--worker", str(port), str(k),
+                workers.append(subprocess.Popen([sys.executable, "-m", "appliance.bench.bus_bench", "--worker", str(port), str(k),
                                                  topic, str(i)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
             for w in workers:
                 line = w.stdout.readline().strip()
@@ -200,20 +217,7 @@ def run(subscribers: int, processes: int, rate: float, duration: float, partials
             deadline = time.monotonic() + 10
             while not pub.connected and time.monotonic() < deadline:
                 time.sleep(0.05)
-            seqs = []
-            n = int(rate * duration)
-            start = time.monotonic()
-            for i in range(n):
-                target = start + i / rate
-                delay = target - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)
-                text = f"caption number {i} of the benchmark, about two lines of text at most"
-                if partials:
-                    pub.publish({"id": f"u{i}", "rev": 0, "final": False, "lang": "pt", "text": text[:20],
-                                 "bench_t": time.monotonic(), "bench_w": time.time()})
-                seqs.append(pub.publish({"id": f"u{i}", "rev": 1, "final": True, "lang": "pt", "text": text,
-                                         "bench_t": time.monotonic(), "bench_w": time.time()}))
+            seqs = _publish_finals(pub, rate, duration, partials)
             results = []
             if client != "paho":
                 time.sleep(2.0)  # the last deliveries
