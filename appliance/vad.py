@@ -195,11 +195,15 @@ def make_segmenter(model_dir: str | Path, cfg=None) -> SpeechSegmenter:
                            hangover_ms=cfg.hangover_ms, preroll_ms=cfg.preroll_ms)
 
 
-def smoke_test(model_dir: str | Path) -> None:
-    """One tiny inference (used by `appliance models verify`); raises when the model does not behave."""
+def smoke_test(model_dir: str | Path, providers=("cpu",)) -> list:
+    """One tiny inference (used by `appliance models verify`); raises when the model does not behave. Returns the
+    session's placement: the CPU always (the VAD is pinned there: one small call every 32 ms)."""
+    from appliance import placement
+
     vad = SileroVad(model_dir)
     probs = [p for _, p in vad.windows(np.zeros(SR // 2, np.float32))]
     if len(probs) != SR // 2 // WINDOW or not all(0.0 <= p <= 1.0 for p in probs):
         raise RuntimeError(f"silero VAD in {model_dir} returned unexpected probabilities: {probs[:4]}")
     if max(probs) >= 0.5:
         raise RuntimeError(f"silero VAD in {model_dir} calls silence speech (p={max(probs):.2f})")
+    return [placement.report(vad.session, f"{Path(model_dir).name}/{MODEL_FILE}")]

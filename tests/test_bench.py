@@ -38,6 +38,25 @@ def test_bench_table(appliance_cmd, built_model, models_dir):
     assert "| model" in proc.stdout and "bergamot-en-pt" in proc.stdout and "ratio_vs_native" in proc.stdout
 
 
+def test_bench_models_side_by_side_on_providers(appliance_cmd, built_model, models_dir):
+    """`--providers`: one row per model and provider, with placement, speed, memory and accuracy on the same inputs
+    (OpenVINO beside the CPU: tests/accel/test_openvino.py, in that flavour's venv)."""
+    for name in ("whisper-tiny.en", "bergamot-en-pt"):
+        built_model(name)
+    cmd = appliance_cmd + ["--models-dir", str(models_dir), "bench", "models", "--quick", "--json", "--model",
+                           "whisper-tiny.en"]
+    proc = subprocess.run(cmd + ["--providers", "cpu"], capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    asr, mt = json.loads(proc.stdout)["model_bench"].values()
+    assert [(r["model"], r["provider"]) for r in asr] == [("whisper-tiny.en", "CPU")]
+    assert [(r["model"], r["provider"]) for r in mt] == [("bergamot-en-pt", "CPU")]
+    assert asr[0]["nodes_on_it"] == asr[0]["time_on_it"] == mt[0]["nodes_on_it"] == 1.0
+    assert {"load_s", "enc_3s_ms", "enc_30s_ms", "dec_ms_per_token", "clips_s", "peak_rss_mb"} <= set(asr[0])
+    assert asr[0]["clips"] >= 3 and 0 <= asr[0]["wer"] < 0.5 and mt[0]["chrf"] > 30 and mt[0]["ms_per_sentence"] > 0
+    missing = subprocess.run(cmd + ["--providers", "openvino,cpu"], capture_output=True, text=True, timeout=300)
+    assert missing.returncode != 0 and "does not offer openvino" in missing.stderr
+
+
 ACCURACY_KEYS = {"wer_streaming", "wer_offline", "lid_accuracy", "sentences_lost", "translations_withheld",
                  "guard_false_rejections", "chrf", "final_latency_p50_s", "final_latency_p95_s", "first_partial_p50_s"}
 

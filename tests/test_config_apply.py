@@ -55,6 +55,10 @@ def test_flags_win_over_the_file_and_over_panel_saves(models, tmp_path, broker, 
         assert pinned["room.id"] == {"saved": "fileroom", "in_force": "cliroom"}
         assert pinned["state_dir"]["in_force"] == str(tmp_path / "cli-state")
         assert pinned["broker.port"] == {"saved": 1883, "in_force": broker.port}
+        # where each loaded graph runs: the CPU provider here, every node of it (tests/accel: OpenVINO)
+        placed = {p["model"]: p for p in snap["placement"]}
+        assert {"whisper-base/encoder.onnx", "whisper-base/decoder.onnx", "bergamot-en-pt/encoder.onnx"} <= set(placed)
+        assert all(p["provider"] == "CPUExecutionProvider" and p["node_share"] == 1.0 for p in placed.values())
         # the daemon still publishes to the flag's room on the flag's broker, with the saved name
         rec.wait_for(lambda msgs: any(t == "appliance/cliroom/status/detail" and b"Hall B" in p for t, p, _ in msgs), 30)
         assert cfgmod.load(config_path).room.id == "fileroom"  # the file keeps its own value

@@ -10,8 +10,8 @@ import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SKIP = shutil.ignore_patterns(".git", ".venv", "models", "node_modules", "build", "dist", "*.egg-info", "__pycache__",
-                              "test-artifacts", ".pytest_cache")
+SKIP = shutil.ignore_patterns(".git", ".venv", ".venv-*", "models", "node_modules", "build", "dist", "*.egg-info",
+                              "__pycache__", "test-artifacts", ".pytest_cache")
 
 
 def test_wheel_builds_without_warnings_and_ships_the_web_files(tmp_path):
@@ -50,7 +50,8 @@ def _requirements(cfg_text: str) -> dict[str, list[str]]:
 
 
 def _lock() -> tuple[dict[str, list[str]], dict[str, set[str]]]:
-    """requirements.lock: {normalised name: [its requirement lines]}, and its header's subsets {runtime: {...}}."""
+    """requirements.lock: {normalised name: [its requirement lines]}, and its header's subsets {runtime: {...}} and
+    flavours {"flavour cpu": {...}}."""
     import re
 
     entries: dict[str, list[str]] = {}
@@ -59,6 +60,8 @@ def _lock() -> tuple[dict[str, list[str]], dict[str, set[str]]]:
     for line in (ROOT / "requirements.lock").read_text().splitlines():
         if m := re.match(r"# subset (\w+): (.*)", line):
             subsets[m[1]] = set(m[2].split())
+        elif m := re.match(r"# flavour (\w+): (.*)", line):
+            subsets[f"flavour {m[1]}"] = set(m[2].split())
         elif re.match(r"[A-Za-z0-9]", line):
             name = re.sub(r"[-_.]+", "-", line.split("==")[0].lower())
             entries.setdefault(name, []).append(line)
@@ -78,19 +81,57 @@ def test_lock_pins_every_dependency_with_hashes_and_no_torch():
     for name, lines in entries.items():
         assert all("==" in line for line in lines if not line.startswith(" ")), lines[0]
         assert any(line.startswith("    --hash=sha256:") for line in lines), f"{name} has no hash"
-    assert set(wanted["install_requires"]) <= subsets["runtime"] <= subsets["build"] <= set(entries)
-    assert set(wanted["build"]) <= subsets["build"]
-    assert not [n for n in entries if n == "torch" or n.startswith(("nvidia-", "triton"))]
+    assert set(wanted["install_requires"]) <= subsets["runtime"] <= subsets["build"] <= subsets["all"] <= set(entries)
+    assert set(wanted["build"]) <= subsets["build"] <= subsets["check"] and "pytest" in subsets["check"]
+    assert "torch" not in entries and not [n for n in entries if n.startswith("triton")]
+    # CUDA's libraries come with the cuda flavour only, never with the CPU set-up or the tests
+    cuda_only = [n for n in entries if n.startswith("nvidia-")]
+    assert cuda_only and set(cuda_only) <= subsets["flavour cuda"]
+    assert not [n for s, names in subsets.items() if s != "flavour cuda" for n in names if n in cuda_only]
+
+
+def test_each_flavour_installs_exactly_one_onnxruntime():
+    """setup.cfg's flavour extras, the lock's flavour lines and appliance/flavours.py agree: each flavour has one
+    package that provides the module `onnxruntime` (qnn: plain onnxruntime and its plugin), and no subset has any."""
+    from appliance.flavours import FLAVOURS, RUNTIME_PACKAGES
+
+    wanted = _requirements((ROOT / "setup.cfg").read_text())
+    entries, subsets = _lock()
+    modules = {"onnxruntime", "onnxruntime-openvino", "onnxruntime-gpu"}  # each installs onnxruntime/ itself
+    for name, flavour in FLAVOURS.items():
+        assert wanted[name] == list(flavour.packages), name
+        own = subsets[f"flavour {name}"]
+        assert set(flavour.packages) <= own and set(flavour.packages) <= set(entries)
+        assert len(own & modules) == 1, (name, own & modules)
+        assert own & set(RUNTIME_PACKAGES) == set(flavour.packages), name
+    for subset in ("runtime", "build", "check", "all"):
+        assert not subsets[subset] & set(RUNTIME_PACKAGES), subset
+
+
+def _subset(*args: str) -> str:
+    return subprocess.run([str(ROOT / "scripts" / "lock-subset"), *args], capture_output=True, text=True,
+                          check=True).stdout
+
+
+def _named(text: str) -> set[str]:
+    return {l.split("==")[0].lower().replace("_", "-") for l in text.splitlines() if l[:1].isalnum()}
 
 
 def test_lock_subset_prints_installable_parts_of_the_lock():
-    out = {s: subprocess.run([str(ROOT / "scripts" / "lock-subset"), s], capture_output=True, text=True, check=True)
-           .stdout for s in ("runtime", "build", "all")}
+    """A subset comes with the cpu flavour unless another is named, and with that flavour's packages alone."""
+    out = {s: _subset(s) for s in ("runtime", "build", "check", "all")}
     entries, subsets = _lock()
-    for subset in ("runtime", "build"):
-        named = {l.split("==")[0].lower().replace("_", "-") for l in out[subset].splitlines() if l[:1].isalnum()}
-        assert named == subsets[subset]
+    for subset in out:
+        named = _named(out[subset])
+        assert named == subsets[subset] | subsets["flavour cpu"]
         assert out[subset].count("--hash=sha256:") >= len(named)
-    assert len(out["runtime"]) < len(out["build"]) < len(out["all"])
-    bad = subprocess.run([str(ROOT / "scripts" / "lock-subset"), "tests"], capture_output=True, text=True)
-    assert bad.returncode == 2 and "usage" in bad.stderr
+        assert _subset(subset, "cpu") == out[subset]
+    assert len(out["runtime"]) < len(out["build"]) < len(out["check"]) < len(out["all"])
+    assert _named(out["all"]) | {"onnxruntime-openvino", "onnxruntime-gpu", "onnxruntime-qnn"} >= set(entries) - \
+        subsets["flavour cuda"] - subsets["flavour openvino"] - subsets["flavour qnn"]
+    for flavour in ("openvino", "cuda", "qnn"):
+        named = _named(_subset("build", flavour))
+        assert named == subsets["build"] | subsets[f"flavour {flavour}"]
+    for args in (["tests"], ["build", "gpu"]):
+        bad = subprocess.run([str(ROOT / "scripts" / "lock-subset"), *args], capture_output=True, text=True)
+        assert bad.returncode == 2 and "usage" in bad.stderr

@@ -245,6 +245,23 @@ def test_pages_show_models_providers_devices_and_help_from_config(panel):
     assert cfgmod.VadConfig.model_fields["hangover_ms"].description in mic
 
 
+def test_models_page_and_status_show_the_flavour_and_each_graphs_placement(panel, built_model):
+    from appliance import placement
+    from appliance.providers import open_session
+
+    sess = open_session(built_model("silero-vad") / "silero_vad.onnx", ["cpu"], threads=1)
+    panel.status.set_placement([placement.report(sess, "silero-vad/silero_vad.onnx").to_dict()])
+    panel.setup_and_login()
+    page = panel.client.get("/models").text
+    assert re.search(r"Installed onnxruntime flavour: <code>cpu</code>\s+\(onnxruntime \d", page)
+    assert "scripts/setup --accelerator cpu|openvino|cuda|qnn" in page
+    assert re.search(r"<code>silero-vad/silero_vad.onnx</code></td><td><code>CPUExecutionProvider</code></td>\s*"
+                     r"<td>100 % of \d+</td>\s*<td>not profiled</td>", page)
+    (p,) = panel.client.get("/api/status").json["placement"]
+    assert (p["model"], p["provider"], p["node_share"], p["time_share"]) == \
+        ("silero-vad/silero_vad.onnx", "CPUExecutionProvider", 1.0, None)
+
+
 def test_microphone_page_survives_a_missing_portaudio(tmp_path):
     def no_portaudio():
         raise OSError("PortAudio library not found")

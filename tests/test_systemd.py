@@ -111,5 +111,12 @@ def test_install_script_syntax_and_dry_run(tmp_path):
     assert re.search(r"^\+ systemctl enable appliance\.service$", out, re.M)  # --no-start: enabled, not started
     assert "install -o root -g root -m 0600 /dev/null /etc/appliance/credentials/broker-password" in out \
         or Path("/etc/appliance/credentials/broker-password").exists()
+    assert "onnxruntime flavour" in out and "pip uninstall" not in out
     bad = subprocess.run([str(script), "--frobnicate"], capture_output=True, text=True, timeout=30)
     assert bad.returncode == 2 and "unknown option '--frobnicate'" in bad.stderr
+    ov = subprocess.run([str(script), "--dry-run", "--no-start", "--accelerator", "openvino"], capture_output=True,
+                        text=True, timeout=60)
+    assert ov.returncode == 0 and "installing the appliance into /opt/appliance/venv (onnxruntime flavour openvino)" \
+        in ov.stdout, ov.stderr
+    gpu = subprocess.run([str(script), "--dry-run", "--accelerator", "gpu"], capture_output=True, text=True, timeout=30)
+    assert gpu.returncode == 2 and "choose cpu, openvino, cuda or qnn" in gpu.stderr

@@ -98,6 +98,7 @@ class WhisperModel:
         self.min_frames = int(round(float(facts.get("min_input_seconds", 0.0)) * SAMPLE_RATE / features.HOP))
         self.pad_frames = int(round(float(facts.get("pad_input_seconds", PAD_SECONDS)) * SAMPLE_RATE / features.HOP))
         self.providers: list[str] = list(encoder.get_providers())
+        self.placement: list = []  # placement.Placement of the encoder and the decoder, made by load()
         self.cut_loops = True
         self._cross_names = layer_names("cross", self.n_layers)  # the encoder's outputs: the decoder's inputs
         self._self_names = layer_names("self", self.n_layers)  # the cache's
@@ -114,19 +115,27 @@ class WhisperModel:
 
     # ---- loading ---------------------------------------------------------------------------------------------
     @classmethod
-    def load(cls, model_dir: str | Path, providers: Sequence[str] = ("cpu",), threads: int = 0) -> "WhisperModel":
-        from appliance.providers import open_session
+    def load(cls, model_dir: str | Path, providers: Sequence[str] = ("cpu",), threads: int = 0,
+             profile: bool | None = None) -> "WhisperModel":
+        """`profile`: profile the warm-up for the placement report (default: when an accelerator runs the model)."""
+        from appliance import placement
+        from appliance.providers import accelerated, open_session
 
+        profile = accelerated(providers) if profile is None else profile
         folder = Path(model_dir)
         facts_path = folder / "whisper.json"
         if not facts_path.is_file():
             raise FileNotFoundError(f"{folder} is not a built Whisper model: missing whisper.json "
                                     "(run `appliance models build` or `appliance models import whisper-...`)")
         facts = json.loads(facts_path.read_text(encoding="utf-8"))
-        model = cls(folder, open_session(folder / "encoder.onnx", providers, threads),
-                    open_session(folder / "decoder.onnx", providers, threads), facts)
+        model = cls(folder, open_session(folder / "encoder.onnx", providers, threads, profile=profile),
+                    open_session(folder / "decoder.onnx", providers, threads, profile=profile), facts)
         model._check_layout()
-        model._warm_up()
+        for _ in range(2 if profile else 1):  # the profile's last run: compiled for its shapes already
+            model.forget_encoding()
+            model._warm_up()
+        model.placement = [placement.report(model.encoder, f"{folder.name}/encoder.onnx"),
+                           placement.report(model.decoder, f"{folder.name}/decoder.onnx")]
         log.info("loaded %s (%s) on %s", folder.name, "multilingual" if model.multilingual else "English-only",
                  model.providers[0])
         return model
@@ -362,10 +371,11 @@ class WhisperModel:
         return tokens, score, no_speech
 
 
-def smoke_test(model_dir: str | Path) -> None:
-    """Load the model and decode one second of a quiet tone; raises on any failure."""
-    model = WhisperModel.load(model_dir, threads=1)
+def smoke_test(model_dir: str | Path, providers: Sequence[str] = ("cpu",)) -> list:
+    """Load the model and decode one second of a quiet tone; raises on any failure. Returns the sessions' placement."""
+    model = WhisperModel.load(model_dir, providers, threads=1, profile=True)
     t = np.arange(SAMPLE_RATE, dtype=np.float32) / SAMPLE_RATE
     result = model.transcribe(0.01 * np.sin(2 * np.pi * 440 * t).astype(np.float32), language="en", max_new_tokens=8)
     if not isinstance(result.text, str) or not (0.0 <= result.no_speech_prob <= 1.0):
         raise RuntimeError(f"{model_dir}: Whisper smoke inference returned an invalid result")
+    return model.placement

@@ -54,9 +54,11 @@ def cmd_bench(args) -> int:
         return _bench_speakers(args, cfg)
     result: dict = {}
     if args.part in ("all", "models"):
-        from appliance.bench import model_bench
+        from appliance.bench import model_bench, provider_bench
 
-        result["models"] = model_bench.run(_models_dir(args), quick=args.quick, progress=_progress)
+        result["models"] = provider_bench.run(_models_dir(args), args.providers.split(","), asr_model=cfg.asr.model,
+                                              quick=args.quick, progress=_progress) if args.providers else \
+            model_bench.run(_models_dir(args), quick=args.quick, progress=_progress)
     if args.part in ("all", "pipeline"):
         from appliance.bench import pipeline_bench
 
@@ -142,6 +144,8 @@ def add_parser(sub) -> None:
     p.add_argument("--levers", action="store_true", help="accuracy: WER of each accuracy lever on its own (3 seeds)")
     p.add_argument("--quick", action="store_true", help="a few clips only (smoke run)")
     p.add_argument("--model", default=None, help="speech model (default whisper-base)")
+    p.add_argument("--providers", default=None, help="models part: side by side on these execution providers "
+                   "(openvino,cpu), from a venv whose onnxruntime offers them (scripts/flavour-venv openvino)")
     p.add_argument("--config", default=None, help="config file for the pipeline part")
     p.add_argument("--faults", default=None, help="faults part: comma-separated subset (default: all of them)")
     p.add_argument("--outage-s", type=float, default=30.0, help="faults part: seconds the broker stays away")

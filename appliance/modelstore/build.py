@@ -79,6 +79,17 @@ def build_tools() -> dict[str, str]:
     return found
 
 
+def require_cpu_flavour() -> None:
+    """The models are built with the cpu flavour's onnxruntime (its quantizer and version are part of the build key):
+    another flavour would rebuild every model into other files. Its set-up builds them from .venv-cpu instead."""
+    from appliance import flavours
+
+    found = flavours.installed_flavour(flavours.installed_packages())
+    if found not in ("cpu", "qnn"):  # qnn's onnxruntime is the cpu flavour's, with a plugin beside it
+        raise ModelError(f"models are built with the cpu flavour of onnxruntime, and this environment has {found}: "
+                         "build them from the cpu flavour's venv (scripts/setup does: .venv or .venv-cpu)")
+
+
 def build_key(parts: Iterable[str], converter_name: str, quantize: bool) -> str:
     """Changes with the source packages, the converter's code, int8 or not, and the build tools' versions."""
     module = converter(converter_name)
@@ -193,6 +204,7 @@ def build_one(spec: ModelSpec, models: Path, *, force: bool = False, quantize: b
 
 def build(names: Iterable[str] | None, models: Path, *, force: bool = False, quantize: bool = True,
           progress: Progress = print) -> list[BuildResult]:
+    require_cpu_flavour()
     names = list(names or [])
     unknown = [n for n in names if n not in BY_NAME]
     if unknown:
@@ -205,6 +217,7 @@ def import_model(fmt: str, src: Path, name: str, models: Path, *, licence: str =
                  quantize: bool = True, force: bool = False, progress: Progress = print) -> BuildResult:
     """Convert a model folder a user brought (Hugging Face / CTranslate2 Whisper, OPUS-MT, Bergamot) into models/<name>."""
     started = time.monotonic()
+    require_cpu_flavour()
     if fmt not in IMPORT_FORMATS:
         raise ModelError(f"unknown import format '{fmt}'; choose one of {', '.join(IMPORT_FORMATS)}")
     if not name or "/" in name or name.startswith("."):

@@ -36,6 +36,8 @@ class Manifest:
     architecture: dict = field(default_factory=dict)
     appliance_version: str = ""
     build_tools: dict[str, str] = field(default_factory=dict)  # python and the packages that made the files: version
+    variant_of: str = ""  # a variant's model (modelstore/variants.py): "whisper-base" for whisper-base.openvino
+    variant: str = ""  # the execution provider it is for: "openvino"
     schema: int = SCHEMA
 
     def to_json(self) -> str:

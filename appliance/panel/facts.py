@@ -75,7 +75,7 @@ def check_config_languages(cfg: Config, models_dir: Path) -> None:
 
 
 def asr_models(models_dir: Path) -> list[str]:
-    return [m.name for m in installed(models_dir) if m.kind == "asr"]
+    return [m.name for m in installed(models_dir) if m.kind == "asr" and not m.variant_of]  # variants: opened by provider
 
 
 def _get(dev: Any, name: str, default=None):
@@ -104,7 +104,18 @@ def devices(lister: Callable[[], list] | None) -> tuple[list[dict], str]:
 
 def providers() -> tuple[list[str], str]:
     try:
-        import onnxruntime as ort
+        from appliance.providers import available_providers
+
+        return available_providers(), ""
     except Exception as exc:
         return [], f"onnxruntime cannot be imported: {exc}"
-    return list(ort.get_available_providers()), ""
+
+
+def flavour() -> dict:
+    """The onnxruntime flavour installed and the one this hardware calls for (scripts/setup --accelerator X)."""
+    from appliance import flavours
+
+    found = flavours.installed_packages()
+    detected, why = flavours.detect(flavours.probe())
+    return {"installed": flavours.installed_flavour(found) or "none", "packages": found, "detected": detected,
+            "detected_why": why, "choices": list(flavours.FLAVOURS)}

@@ -108,10 +108,12 @@ def _models_custom(form, data: dict) -> None:
 def _models_extra(data: dict) -> dict:
     ctx = context()
     available, prov_note = facts.providers()
+    snapshot = ctx.status.snapshot()
     return {"models": facts.models(ctx.models_dir), "asr_models": facts.asr_models(ctx.models_dir),
             "asr_spec": spec("asr.model", get_path(data, "asr.model")), "accel_specs": specs(ACCEL_FIELDS, data),
             "available_providers": available, "providers_note": prov_note, "models_dir": str(ctx.models_dir),
-            "active_providers": ctx.status.snapshot()["providers"]}
+            "active_providers": snapshot["providers"], "placement": snapshot.get("placement", []),
+            "flavour": facts.flavour()}
 
 
 @bp.page("/models", "Models & accelerator", methods=["GET", "POST"])

@@ -58,6 +58,7 @@ class PipelineService(Service):
         pipeline.start()
         old, self.engines, self.pipeline = self.pipeline, engines, pipeline
         self.ctx.status.set_providers(engines.providers)
+        self.ctx.status.set_placement(engines.placement())
         self.ctx.status.pipeline = pipeline
         if old is not None:
             self._retire(old)

@@ -15,8 +15,14 @@ __all__ = ["SpeakerEmbedder", "SpeakerTracker", "EnrolmentError", "check_enrolme
 MODEL_NAME = "speaker-ge2e"
 
 
-def smoke_test(model_dir: str | Path) -> None:
-    """One tiny inference (used by `appliance models verify`); raises when the model does not behave."""
-    emb = SpeakerEmbedder(model_dir).embed(np.random.default_rng(0).standard_normal(24000).astype(np.float32) * 0.1)
+def smoke_test(model_dir: str | Path, providers=("cpu",)) -> list:
+    """One tiny inference (used by `appliance models verify`); raises when the model does not behave. Returns the
+    session's placement."""
+    from appliance import placement
+    from appliance.speakers.embedder import ONNX_FILE
+
+    embedder = SpeakerEmbedder(model_dir, providers)
+    emb = embedder.embed(np.random.default_rng(0).standard_normal(24000).astype(np.float32) * 0.1)
     if emb.shape != (256,) or not np.isfinite(emb).all() or abs(float(np.linalg.norm(emb)) - 1.0) > 1e-3:
         raise RuntimeError(f"speaker encoder in {model_dir} returned an unexpected embedding (shape {emb.shape})")
+    return [placement.report(embedder.session, f"{Path(model_dir).name}/{ONNX_FILE}")]

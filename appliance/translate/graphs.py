@@ -34,11 +34,11 @@ class DecoderState:
 
 
 class Graphs:
-    def __init__(self, model_dir: Path, facts: MarianFacts, providers, threads: int):
+    def __init__(self, model_dir: Path, facts: MarianFacts, providers, threads: int, profile: bool = False):
         self.facts = facts
         files = facts.files
-        self.encoder = open_session(model_dir / files["encoder"], providers, threads)
-        self.decoder = open_session(model_dir / files["decoder"], providers, threads)
+        self.encoder = open_session(model_dir / files["encoder"], providers, threads, profile=profile)
+        self.decoder = open_session(model_dir / files["decoder"], providers, threads, profile=profile)
         self._output = None
         self._output_path = model_dir / files["output"]
         self._providers, self._threads = providers, threads
@@ -52,6 +52,13 @@ class Graphs:
         if self._output is None:
             self._output = open_session(self._output_path, self._providers, self._threads)
         return self._output
+
+    def placement(self, name: str) -> list:
+        """placement.Placement of each open graph (after the warm-up: this ends the profiling of the warm-up)."""
+        from appliance import placement
+
+        sessions = {"encoder": self.encoder, "decoder": self.decoder, "output": self._output}
+        return [placement.report(sess, f"{name}/{self.facts.files[k]}") for k, sess in sessions.items() if sess]
 
     def encode(self, tokens: np.ndarray, lengths: np.ndarray) -> Encoded:
         _out, mask, k, v = self.encoder.run(None, {"tokens": tokens, "lengths": lengths})

@@ -48,11 +48,18 @@ class Translator:
         self._shortlist = shortlist
         self._suppress = tuple(sorted({*facts.suppress_ids, *(() if facts.allow_unk else (facts.unk_id,))}))
         self._lock = threading.Lock()  # one translation at a time per instance (sessions are shared)
+        self.placement: list = []  # placement.Placement of each graph, made by load()
 
     @classmethod
-    def load(cls, model_dir: str | Path, providers: Sequence[str] = ("cpu",), threads: int = 0) -> "Translator":
-        """Open a built translation model folder (marian.json + ONNX graphs + sentencepiece) and warm it up."""
+    def load(cls, model_dir: str | Path, providers: Sequence[str] = ("cpu",), threads: int = 0,
+             profile: bool | None = None) -> "Translator":
+        """Open a built translation model folder (marian.json + ONNX graphs + sentencepiece) and warm it up.
+        `profile`: profile the warm-up for the placement report (default: when an accelerator runs the model)."""
         import sentencepiece as spm
+
+        from appliance.providers import accelerated
+
+        profile = accelerated(providers) if profile is None else profile
 
         model_dir = Path(model_dir)
         facts = read_facts(model_dir)
@@ -70,9 +77,11 @@ class Translator:
                                       shared_vocab=facts.shortlist.shared_vocab)
             except (OSError, ValueError) as exc:
                 raise TranslationModelError(f"{model_dir}: {exc}") from None
-        graphs = Graphs(model_dir, facts, tuple(providers), threads)
+        graphs = Graphs(model_dir, facts, tuple(providers), threads, profile)
         translator = cls(model_dir, facts, graphs, source_sp, target_sp, vocab, shortlist)
-        translator.translate(["Hello."])  # warm-up: first runs allocate and optimise
+        for _ in range(2 if profile else 1):  # warm-up: first runs allocate and optimise (or compile, profiled)
+            translator.translate(["Hello."])
+        translator.placement = graphs.placement(model_dir.name)
         log.info("loaded %s (%s -> %s, %s decoder)", model_dir.name, facts.source_lang, facts.target_lang,
                  facts.decoder)
         return translator
@@ -184,9 +193,10 @@ class Translator:
         return beam(self._graphs, state, scorer, max_len, f.decoder_start_id, f.eos_id, beam_size)
 
 
-def smoke_test(model_dir: str | Path) -> None:
-    """Load the model and translate one short sentence; raises when anything is wrong."""
-    translator = Translator.load(model_dir, threads=1)
+def smoke_test(model_dir: str | Path, providers: Sequence[str] = ("cpu",)) -> list:
+    """Load the model and translate one short sentence; raises when anything is wrong. Returns the graphs' placement."""
+    translator = Translator.load(model_dir, providers, threads=1, profile=True)
     out = translator.translate(["Good morning, everyone."])
     if not out or not out[0].strip():
         raise TranslationModelError(f"{model_dir}: smoke translation produced no text; rebuild the model")
+    return translator.placement
