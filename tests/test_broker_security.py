@@ -111,7 +111,7 @@ def test_credentials_are_private_and_stable(tmp_path):
     for f in (tmp_path / "c.json", passwd, acl):
         assert stat.S_IMODE(f.stat().st_mode) == 0o600, f
     text = passwd.read_text()
-    assert "display-room1:$" in text and d1.password not in text  # hashed by mosquitto_passwd
+    assert "display-room1:$" in text and d1.password not in text  # hashed ($7$ PBKDF2-SHA512)
     assert store.rotate_display("room1").password != d1.password
     rules = acl_text("appliance", ["room1"])
     assert "topic read appliance/room1/captions/+" in rules and "display-room1" in rules
@@ -264,3 +264,78 @@ def test_display_details_with_an_external_broker(tmp_path):
     assert info["ws_host"] == "broker.lan" and info["ws_port"] == 9443 and "password" not in info
     CredentialStore(tmp_path / "broker-credentials.json").display("lab")  # `appliance broker users --room lab`
     assert sup.display_connection()["username"] == "display-lab"
+
+
+def test_password_file_lines_are_mosquittos_own_format(closed_broker):
+    """The `$7$` lines written here (no mosquitto_passwd) are read by the real mosquitto: right password in,
+    wrong password out."""
+    broker, store = closed_broker
+    lan = lan_address()
+    line = (broker.state_dir / "passwd").read_text().splitlines()[1]
+    user = store.display("room1")
+    assert line.startswith(f"{user.username}:$7$101$") and user.password not in line
+    assert accepted(lan, broker.ws_port, user.username, user.password)
+    assert not accepted(lan, broker.ws_port, user.username, user.password[:-1] + "x")
+
+
+def _descendants(root: int) -> list[int]:
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat_line = (entry / "stat").read_text()
+                parents[int(entry.name)] = int(stat_line[stat_line.rindex(")") + 2:].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+    found, frontier = [], [root]
+    while frontier:
+        kids = [pid for pid, ppid in parents.items() if ppid in frontier]
+        found += kids
+        frontier = kids
+    return found
+
+
+def test_no_broker_password_in_any_process_arguments(tmp_path, monkeypatch):
+    """While the daemon starts its broker and rotates a display password, no process it starts carries a broker
+    password in its arguments: /proc/<pid>/cmdline of every descendant is read all along, and any
+    `mosquitto_passwd` run records its own cmdline before it goes on to the real one."""
+    import os
+
+    need_mosquitto()
+    wrappers, seen = tmp_path / "bin", tmp_path / "cmdlines"
+    wrappers.mkdir()
+    real = subprocess.run(["sh", "-c", "command -v mosquitto_passwd"], capture_output=True, text=True).stdout.strip()
+    if real:
+        (wrappers / "mosquitto_passwd").write_text(f'#!/bin/sh\ncat /proc/$$/cmdline >> "{seen}"\nexec "{real}" "$@"\n')
+        (wrappers / "mosquitto_passwd").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{wrappers}:{os.environ['PATH']}")
+    cfg = Config.model_validate({"room": {"id": "lab"}, "state_dir": str(tmp_path / "state"),
+                                 "broker": {"port": free_port(), "ws_port": free_port()}})
+    sup = Supervisor(cfg, RunOptions(config_path=tmp_path / "c.json", models_dir=ROOT / "models"))
+    stop, cmdlines = threading.Event(), []
+
+    def watch() -> None:
+        while not stop.is_set():
+            for pid in _descendants(os.getpid()):
+                try:
+                    cmdlines.append(Path(f"/proc/{pid}/cmdline").read_bytes())
+                except OSError:
+                    continue
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    store = CredentialStore(Path(cfg.state_dir) / "broker-credentials.json")
+    try:
+        sup.broker.start()
+        secrets_ = [store.appliance().password, store.display("lab").password]
+        sup.rotate_display_password()
+        secrets_.append(store.display("lab").password)
+    finally:
+        stop.set()
+        watcher.join(5)
+        sup.broker.stop(5)
+    recorded = cmdlines + ([seen.read_bytes()] if seen.exists() else [])
+    assert any(b"mosquitto" in c for c in cmdlines), "the watcher must have seen the broker process"
+    for line in recorded:
+        for secret in secrets_:
+            assert secret.encode() not in line, f"a broker password in process arguments: {line!r}"[:200]

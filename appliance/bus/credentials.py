@@ -1,7 +1,8 @@
 """Broker users: the appliance (publishes) and one read-only display user per room.
 
 The passwords are generated at first start (or by scripts/install) and kept in one JSON file readable only by
-its owner (0600). From it come the two files mosquitto reads: a password file (hashed by `mosquitto_passwd`)
+its owner (0600). From it come the two files mosquitto reads: a password file (hashed here in mosquitto's `$7$`
+PBKDF2-SHA512 format, so no password is ever a process argument)
 and an ACL that lets each display user read only its own room's captions and status.
 
     store = CredentialStore(state_dir / "broker-credentials.json")
@@ -11,11 +12,11 @@ and an ACL that lets each display user read only its own room's captions and sta
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
 import secrets
-import shutil
-import subprocess
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,11 +24,13 @@ from pathlib import Path
 from appliance.private_file import write_private
 
 __all__ = ["Credential", "CredentialStore", "APPLIANCE_USER", "display_user", "acl_text", "write_broker_files",
-           "write_password_file", "CredentialError"]
+           "write_password_file", "password_line", "CredentialError"]
 
 APPLIANCE_USER = "appliance"
 DISPLAY_USER_PREFIX = "display-"
 PASSWORD_BYTES = 24  # 32 url-safe characters
+PBKDF2_ITERATIONS = 101  # what mosquitto 2.0 uses for `$7$` (PW_DEFAULT_ITERATIONS)
+SALT_BYTES = 12
 
 
 class CredentialError(RuntimeError):
@@ -101,32 +104,21 @@ def acl_text(prefix: str, rooms: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def find_mosquitto_passwd() -> str | None:
-    return shutil.which("mosquitto_passwd") or next(
-        (p for p in ("/usr/bin/mosquitto_passwd", "/usr/local/bin/mosquitto_passwd") if os.access(p, os.X_OK)), None)
+def password_line(user: Credential, *, salt: bytes | None = None) -> str:
+    """One mosquitto password-file line in its `$7$` format (PBKDF2-SHA512, 101 iterations, 12-byte salt, base64),
+    as `mosquitto_passwd` 2.0 writes it: computed here, so no password ever travels in a process's arguments."""
+    salt = secrets.token_bytes(SALT_BYTES) if salt is None else salt
+    digest = hashlib.pbkdf2_hmac("sha512", user.password.encode("utf-8"), salt, PBKDF2_ITERATIONS)
+    return (f"{user.username}:$7${PBKDF2_ITERATIONS}${base64.b64encode(salt).decode('ascii')}"
+            f"${base64.b64encode(digest).decode('ascii')}")
 
 
 def write_password_file(path: Path, users: list[Credential]) -> None:
-    """A mosquitto password file (0600) holding exactly `users`, hashed by mosquitto_passwd, replaced atomically."""
-    exe = find_mosquitto_passwd()
-    if exe is None:
-        raise CredentialError("mosquitto_passwd is not installed: `apt install mosquitto` (scripts/setup does it)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-    try:
-        for user in users:
-            # -b takes the password as an argument: visible in /proc for a moment, to this user only (hidepid aside)
-            done = subprocess.run([exe, "-b", str(tmp), user.username, user.password], capture_output=True, text=True,
-                                  timeout=30)
-            if done.returncode != 0:
-                raise CredentialError(f"mosquitto_passwd failed for {user.username}: "
-                                      f"{(done.stderr or done.stdout).strip()}")
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    """A mosquitto password file (0600) holding exactly `users`, hashed here, replaced atomically."""
+    for user in users:
+        if not user.username or any(c in user.username for c in ":\n\r"):
+            raise CredentialError(f"broker user name {user.username!r} cannot go in a password file")
+    write_private(path, "".join(password_line(u) + "\n" for u in users))
 
 
 def write_broker_files(store: CredentialStore, folder: Path, *, prefix: str, rooms: list[str],
