@@ -23,7 +23,7 @@ from appliance.hosts import host_allowed
 from appliance.panel import api, archive_views, glossary_views, live, speakers_page, views
 from appliance.panel.apply import Applier
 from appliance.panel.auth import AdminStore, new_csrf_token, same_token
-from appliance.panel.context import EXTENSION, PanelContext, admin_session
+from appliance.panel.context import EXTENSION, SESSION_IDLE_S, PanelContext, admin_session
 from appliance.panel.pages import navigation
 from appliance.status import Status
 
@@ -75,9 +75,11 @@ def create_app(config_path: str | os.PathLike, status: Status, *, models_dir: st
     ctx.setup_code = setup_code
     if not _admin_set(admin):
         ctx.ensure_setup_code()
-    # the session key is made once and kept in admin_file at first run, so sessions survive restarts
+    # the session key is made once and kept in admin_file at first run; the cookie names a server-side session
+    # (context.sessions, in memory), so logging out ends it and a restart of the panel logs everybody out
     app.config.update(SECRET_KEY=admin.secret_key, SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Strict",
-                      SESSION_COOKIE_NAME="appliance_session", PERMANENT_SESSION_LIFETIME=timedelta(hours=12),
+                      SESSION_COOKIE_NAME="appliance_session",
+                      PERMANENT_SESSION_LIFETIME=timedelta(seconds=SESSION_IDLE_S),
                       MAX_CONTENT_LENGTH=256 * 1024, PROPAGATE_EXCEPTIONS=False, TRAP_HTTP_EXCEPTIONS=False,
                       JSON_SORT_KEYS=False, TEMPLATES_AUTO_RELOAD=False)
     for bp in BLUEPRINTS:

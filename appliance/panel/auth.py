@@ -1,4 +1,5 @@
-"""Panel security pieces: the admin password file, login rate limiting, set-up codes and CSRF tokens.
+"""Panel security pieces: the admin password file, server-side sessions, login rate limiting, set-up codes and
+CSRF tokens.
 
 The Host and loopback checks both web servers use live in appliance/hosts.py.
 """
@@ -77,6 +78,48 @@ class AdminStore:
     def check(self, password: str) -> bool:
         data = self._read()
         return bool(data) and check_password_hash(data["password_hash"], password or "")
+
+
+class SessionTable:
+    """The sessions the server still honours: a signed cookie is not enough, its session id must be listed here.
+
+    Logging out removes the id; a password change removes every id (and the admin file's epoch changes too). Kept
+    in memory, so a restart of the panel logs everybody out. Ids idle longer than `idle_s` expire (the cookie's
+    sliding window); at most `limit` are kept, the least recently used going first.
+    """
+
+    def __init__(self, idle_s: float, limit: int = 64, clock=time.monotonic):
+        self.idle_s, self.limit, self.clock = idle_s, limit, clock
+        self._seen: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def open(self) -> str:
+        sid = secrets.token_urlsafe(32)
+        with self._lock:
+            self._seen[sid] = self.clock()
+            while len(self._seen) > self.limit:
+                del self._seen[min(self._seen, key=self._seen.__getitem__)]
+        return sid
+
+    def valid(self, sid: str | None) -> bool:
+        """Listed and not idle too long; a valid use restarts its idle time."""
+        if not isinstance(sid, str):
+            return False
+        with self._lock:
+            now, seen = self.clock(), self._seen.get(sid)
+            if seen is None or now - seen > self.idle_s:
+                self._seen.pop(sid, None)
+                return False
+            self._seen[sid] = now
+            return True
+
+    def revoke(self, sid: str | None) -> None:
+        with self._lock:
+            self._seen.pop(sid, None)  # type: ignore[arg-type]
+
+    def revoke_all(self) -> None:
+        with self._lock:
+            self._seen.clear()
 
 
 def password_problem(password: str) -> str | None:

@@ -12,7 +12,7 @@ from typing import Any, Callable
 from flask import Flask, current_app, session
 
 from appliance.panel.apply import Applier
-from appliance.panel.auth import AdminStore, RateLimiter, new_setup_code
+from appliance.panel.auth import AdminStore, RateLimiter, SessionTable, new_setup_code
 from appliance.status import Status
 
 __all__ = ["PanelContext", "context", "admin_session", "EXTENSION"]
@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 
 EXTENSION = "appliance_panel"  # the key of the PanelContext in app.extensions
 LOGIN_LIMIT, LOGIN_WINDOW_S = 5, 60.0
+SESSION_IDLE_S = 12 * 3600.0  # the cookie's sliding lifetime (PERMANENT_SESSION_LIFETIME)
 
 
 class PanelContext:
@@ -42,6 +43,7 @@ class PanelContext:
         self.speakers: Callable[[], Any] | None = None  # () -> the room's SpeakerTracker, or None
         self.record: Callable[[float], Any] | None = None  # seconds -> audio from the room microphone
         self.login_limiter = RateLimiter(LOGIN_LIMIT, LOGIN_WINDOW_S)
+        self.sessions = SessionTable(SESSION_IDLE_S)  # ids of sessions not logged out (the cookie carries one)
         self.setup_code: str | None = None  # the first-run page's one-time code (None once a password is set)
         self.tls_fingerprint: str | None = None  # SHA-256 of the panel's certificate, shown on its pages
         self.display_link: tuple[int, str] | None = None  # (display server port, page path + query) for links
@@ -63,8 +65,11 @@ def context(app: Flask | None = None) -> PanelContext:
 
 
 def admin_session() -> bool:
-    """The request's session is the admin's, logged in under the current password (a change ends older sessions)."""
+    """The request's session is the admin's, logged in under the current password (a change ends older sessions)
+    and still listed server-side (logging out ends it, even for a copy of the cookie)."""
     try:
-        return session.get("user") == "admin" and session.get("epoch") == context().admin.epoch
+        ctx = context()
+        return (session.get("user") == "admin" and session.get("epoch") == ctx.admin.epoch
+                and ctx.sessions.valid(session.get("sid")))
     except ValueError:  # damaged admin file: nobody is logged in until it is fixed
         return False

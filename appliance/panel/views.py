@@ -123,8 +123,10 @@ def models():
 
 # ---- admin: first run, login, logout, password -----------------------------------------------------------------
 def _log_in() -> None:
+    context().sessions.revoke(session.get("sid"))
     session.clear()
     session["user"] = "admin"
+    session["sid"] = context().sessions.open()
     session["epoch"] = context().admin.epoch
     session["csrf"] = new_csrf_token()
     session.permanent = True
@@ -200,6 +202,7 @@ def login():
 
 @bp.route("/logout", methods=["POST"])
 def logout():
+    context().sessions.revoke(session.get("sid"))  # a copy of the cookie stops working too
     session.clear()
     return redirect(url_for("views.login"), code=303)
 
@@ -220,6 +223,7 @@ def password():
             error = password_problem(pw) or ("the two passwords differ" if pw != again else "")
             if not error:
                 ctx.admin.set_password(pw, first_run=False)
+                ctx.sessions.revoke_all()
                 _log_in()  # other sessions end with the old epoch
                 flash("Password changed; other sessions are logged out.", "ok")
                 return redirect(url_for("views.room"), code=303)
