@@ -7,7 +7,9 @@
 The writer thread owns the meeting state: a final after a silence gap longer than `gap_s` starts a new
 meeting. Deleting the running meeting ends it first (the next final starts a new one), so no row is ever
 written under a deleted id. A full disk stops archiving with a warning (captions go on); a damaged database is set aside and
-a new one started. Events carry audio times (seconds from the start of their stream); they are turned into
+a new one started. Any other exception is caught, logged and reported by `problem()` (the daemon's health shows
+it), and the writer goes on with the next batch; `stop()` returns within its timeout even when the writer is hung
+or its queue full. Events carry audio times (seconds from the start of their stream); they are turned into
 Unix times with an anchor taken from the first final of each stream.
 """
 
@@ -74,6 +76,8 @@ class Archive:
         self.dropped = 0  # finals lost because the queue was full (slow disk)
         self.written = 0
         self.stopped_reason = ""  # why archiving stopped (full disk), "" while it works
+        self.error = ""  # the last unexpected failure of the writer, "" once a batch is written again
+        self._quit = threading.Event()  # stop() gave up waiting: the writer quits at its next step
         # owned by the writer thread
         self._store: ArchiveStore | None = None
         self._meeting: int | None = None
@@ -85,6 +89,7 @@ class Archive:
     # ---- any thread -----------------------------------------------------------------------------------------
     def start(self) -> "Archive":
         """Start the writer thread; it opens the file (a large archive's check never delays the daemon's start)."""
+        self._quit.clear()
         self._thread = threading.Thread(target=self._run, name="archive-writer", daemon=True)
         self._thread.start()
         log.info("archive: recording finals to %s (new meeting after %.0f min of silence, kept %.0f days)",
@@ -123,11 +128,29 @@ class Archive:
         self._command("flush", timeout)
 
     def stop(self, timeout: float = 10.0) -> None:
-        if self._thread is None:
+        """Write what is queued and close the file, within about `timeout` seconds. A writer that cannot finish in
+        time (a hung disk; a queue too full to take the stop) is left behind and quits at its next step."""
+        thread = self._thread
+        if thread is None:
             return
-        self._q.put(_STOP)
-        self._thread.join(timeout)
+        deadline = time.monotonic() + timeout
+        try:
+            self._q.put(_STOP, timeout=timeout / 2)
+        except queue.Full:
+            self._quit.set()
+        thread.join(max(0.0, deadline - time.monotonic()))
+        if thread.is_alive():
+            self._quit.set()
+            log.warning("archive: the writer did not stop within %.0f s; %d queued finals not recorded", timeout,
+                        self._q.qsize())
         self._thread = None
+
+    def problem(self) -> str | None:
+        """What keeps finals from the record, in one line, or None (shown in the daemon's health)."""
+        thread = self._thread
+        if thread is not None and not thread.is_alive():
+            return f"the archive writer ended unexpectedly{': ' + self.error if self.error else ''}"
+        return self.stopped_reason or self.error or None
 
     def state(self) -> dict:
         return {"path": str(self.path), "recording": not self.stopped_reason and self._thread is not None,
@@ -161,16 +184,24 @@ class Archive:
             self._store = open_store(self.path)
             self._resume()
             return True
-        except (OSError, sqlite3.Error) as exc:  # an unusable state folder costs the record, never captions
+        except Exception as exc:  # an unusable state folder costs the record, never captions
             self.stopped_reason = f"archive off: cannot open {self.path}: {exc}"
             self._warn(self.stopped_reason)
             self._drain()
             return False
 
     def _run(self) -> None:
-        if not self._open():
-            return
-        while True:
+        try:
+            if self._open():
+                self._loop()
+        except BaseException as exc:  # noqa: BLE001 - the last resort: recorded for problem(), callers answered
+            self.error = f"{type(exc).__name__}: {exc}"
+            log.exception("archive: the writer ended unexpectedly")
+            self.stopped_reason = self.stopped_reason or f"archive stopped: {self.error}"
+            self._drain()
+
+    def _loop(self) -> None:
+        while not self._quit.is_set():
             try:
                 item = self._q.get(timeout=IDLE_CHECK_S)
             except queue.Empty:
@@ -193,9 +224,15 @@ class Archive:
                 cmd.result = self._guarded(self._do, cmd, errors=True)
                 cmd.done.set()
             if stop:
-                if self._store is not None:
-                    self._store.close()
-                return
+                break
+        self._close()
+
+    def _close(self) -> None:
+        try:
+            if self._store is not None:
+                self._store.close()
+        except Exception:  # noqa: BLE001 - closing is the last step; nothing is left to save
+            log.exception("archive: closing the file failed")
 
     def _guarded(self, fn, *args, errors: bool = False):
         """Run one disk step: a full disk stops archiving; a damaged file is set aside and a new one started."""
@@ -216,6 +253,13 @@ class Archive:
                 log.exception("archive write failed")
                 self._warn(f"archive: write failed: {exc}")
                 self._check_after_error()
+            return exc if errors else None
+        except Exception as exc:  # noqa: BLE001 - a bug or an odd event costs this step, never the writer
+            log.exception("archive: unexpected failure in %s", getattr(fn, "__name__", fn))
+            message = f"{type(exc).__name__}: {exc}"
+            if message != self.error:
+                self._warn(f"archive: unexpected failure: {message}")
+            self.error = message
             return exc if errors else None
 
     def _check_after_error(self) -> None:
@@ -274,6 +318,7 @@ class Archive:
                          speaker_json(event), event.emitted))
         self._store.add_finals(self._meeting, rows)
         self.written += len(batch)
+        self.error = ""
         self._last_arrival = self.clock()
 
     def _wall_times(self, event) -> tuple[float, float]:

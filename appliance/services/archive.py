@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 
-from appliance.services.base import Context, Service
+from appliance.services.base import Check, Context, Service
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,14 @@ class ArchiveService(Service):
         writer, self.writer = self.writer, None
         if writer is not None:
             writer.stop(timeout)
+
+    def problem(self) -> str | None:
+        writer = self.writer
+        return writer.problem() if writer is not None else None
+
+    def checks(self) -> list[Check]:
+        """Non-critical: a record that is not kept never stops the captions (nor the watchdog's pings)."""
+        return [Check(self.name, self.problem, critical=False)]
 
     def put(self, event) -> None:
         writer = self.writer
