@@ -277,7 +277,13 @@ def test_shipped_config_auth_acl_and_bridge_to_central(tmp_path, caplog):
     central_port = free_port()
     (tmp_path / "central").mkdir()
     central_conf = tmp_path / "central" / "mosquitto.conf"
-    central_conf.write_text(f"listener {central_port} 127.0.0.1\nallow_anonymous true\n")
+    import pwd
+
+    # as the room broker's config does: run as this user (mosquitto started as root otherwise drops to the
+    # `mosquitto` user, whose libwrap check refuses clients where /etc/hosts.allow and hosts.deny exist, as on a
+    # fresh Debian root)
+    central_conf.write_text(f"listener {central_port} 127.0.0.1\nallow_anonymous true\n"
+                            f"user {pwd.getpwuid(os.getuid()).pw_name}\n")
     central = Mosquitto(central_conf, central_port)
     bridge = (ROOT / "systemd" / "mosquitto" / "bridge-central.conf.example").read_text()
     bridge = bridge.replace("address central.example.org:8883", f"address 127.0.0.1:{central_port}")

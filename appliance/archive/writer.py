@@ -58,6 +58,41 @@ def speaker_json(event: Any) -> str | None:
         return json.dumps(str(speaker))
 
 
+class StreamAnchors:
+    """Unix times of a caption's audio span, anchored on the first final of its pipeline stream.
+
+    Utterance ids are "<stream>-<n>" (a new stream each time the pipeline restarts, with audio time from 0).
+    """
+
+    def __init__(self, clock: Callable[[], float]):
+        self.clock = clock
+        self._anchors: dict[str, float] = {}  # stream id -> Unix time of its audio time 0
+
+    def wall_times(self, event) -> tuple[float, float]:
+        stream = str(event.id).rsplit("-", 1)[0]
+        anchor = self._anchors.get(stream)
+        if anchor is None:
+            anchor = self._anchors[stream] = (event.emitted or self.clock()) - event.end
+            while len(self._anchors) > MAX_STREAMS:
+                self._anchors.pop(next(iter(self._anchors)))
+        return anchor + event.start, anchor + event.end
+
+
+def _drain(q: queue.Queue, reason: str) -> None:
+    """Empty the queue (archiving stopped), answering waiting commands so no caller hangs."""
+    while True:
+        try:
+            item = q.get_nowait()
+        except queue.Empty:
+            return
+        if isinstance(item, _Command):
+            item.result = RuntimeError(reason)
+            item.done.set()
+        elif item is _STOP:
+            q.put(_STOP)
+            return
+
+
 class Archive:
     """Record finals into the archive at `path`. Call start(), then put(event) from any thread, then stop()."""
 
@@ -83,7 +118,7 @@ class Archive:
         self._meeting: int | None = None
         self._last_activity = 0.0  # Unix end time of the meeting's last final
         self._last_arrival = 0.0  # clock() when the last final was written (finals may arrive late after a backlog)
-        self._anchors: dict[str, float] = {}  # stream id -> Unix time of its audio time 0
+        self._anchors = StreamAnchors(clock)
         self._next_purge = 0.0
 
     # ---- any thread -----------------------------------------------------------------------------------------
@@ -187,7 +222,7 @@ class Archive:
         except Exception as exc:  # an unusable state folder costs the record, never captions
             self.stopped_reason = f"archive off: cannot open {self.path}: {exc}"
             self._warn(self.stopped_reason)
-            self._drain()
+            _drain(self._q, self.stopped_reason)
             return False
 
     def _run(self) -> None:
@@ -198,7 +233,7 @@ class Archive:
             self.error = f"{type(exc).__name__}: {exc}"
             log.exception("archive: the writer ended unexpectedly")
             self.stopped_reason = self.stopped_reason or f"archive stopped: {self.error}"
-            self._drain()
+            _drain(self._q, self.stopped_reason)
 
     def _loop(self) -> None:
         while not self._quit.is_set():
@@ -246,7 +281,7 @@ class Archive:
             if is_disk_full(exc):
                 self.stopped_reason = f"archive stopped: the disk is full ({self.path.parent}); captions continue"
                 self._warn(self.stopped_reason)
-                self._drain()
+                _drain(self._q, self.stopped_reason)
             elif is_corrupt(exc):
                 self._replace_damaged(exc)
             else:
@@ -273,20 +308,6 @@ class Archive:
         if result != "ok":
             self._replace_damaged(sqlite3.DatabaseError(f"database disk image is malformed ({result})"))
 
-    def _drain(self) -> None:
-        """Empty the queue (archiving stopped), answering waiting commands so no caller hangs."""
-        while True:
-            try:
-                item = self._q.get_nowait()
-            except queue.Empty:
-                return
-            if isinstance(item, _Command):
-                item.result = RuntimeError(self.stopped_reason)
-                item.done.set()
-            elif item is _STOP:
-                self._q.put(_STOP)
-                return
-
     def _replace_damaged(self, exc: Exception) -> None:
         try:
             self._store.close()
@@ -303,7 +324,7 @@ class Archive:
             return
         rows = []
         for event in batch:
-            start, end = self._wall_times(event)
+            start, end = self._anchors.wall_times(event)
             if self._meeting is None or start - self._last_activity > self.gap_s:
                 if self._meeting is not None:
                     self._store.add_finals(self._meeting, rows)
@@ -320,19 +341,6 @@ class Archive:
         self.written += len(batch)
         self.error = ""
         self._last_arrival = self.clock()
-
-    def _wall_times(self, event) -> tuple[float, float]:
-        """Unix times of the event's audio span, anchored on the first final of its pipeline stream.
-
-        Utterance ids are "<stream>-<n>" (a new stream each time the pipeline restarts, with audio time from 0).
-        """
-        stream = str(event.id).rsplit("-", 1)[0]
-        anchor = self._anchors.get(stream)
-        if anchor is None:
-            anchor = self._anchors[stream] = (event.emitted or self.clock()) - event.end
-            while len(self._anchors) > MAX_STREAMS:
-                self._anchors.pop(next(iter(self._anchors)))
-        return anchor + event.start, anchor + event.end
 
     def _do(self, cmd: _Command):
         name = cmd.name
