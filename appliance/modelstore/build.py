@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import importlib.metadata as md
 import inspect
 import json
 import logging
@@ -70,13 +69,9 @@ def _converter_sources(module) -> list[str]:
 
 def build_tools() -> dict[str, str]:
     """{"python": "3.11.7", "onnx": "1.23.2", ...}: what a build here is made with (packages not installed are left out)."""
-    found = {"python": platform.python_version()}
-    for name in BUILD_TOOLS:
-        try:
-            found[name] = md.version(name)
-        except md.PackageNotFoundError:
-            pass
-    return found
+    from appliance.flavours import installed_versions
+
+    return {"python": platform.python_version(), **installed_versions(BUILD_TOOLS)}
 
 
 def require_cpu_flavour() -> None:
